@@ -1,0 +1,552 @@
+#include "ctrl/config.h"
+
+#include <fmt/format.h>
+#include <toml++/toml.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <initializer_list>
+#include <limits>
+#include <memory>
+
+namespace kdp {
+
+const PortConfig* Config::find_port(std::string_view name) const {
+  for (const PortConfig& port : ports)
+    if (port.name == name) return &port;
+  return nullptr;
+}
+
+namespace {
+
+// Limits of the schema. lcore ids stay below DPDK's usual RTE_MAX_LCORE.
+constexpr int64_t kMaxLcore = 1023;
+constexpr size_t kMaxNodeNameLen = 63;  // a DNS label, like a Kubernetes node name
+constexpr size_t kMaxPortNameLen = 31;  // fits an interface-style name
+constexpr size_t kMaxFilePrefixLen = 63;
+
+// EAL options kdp passes itself; a second copy in eal.args would conflict with them.
+struct ReservedEalOption {
+  std::string_view option;
+  std::string_view set_from;
+};
+constexpr ReservedEalOption kReservedEalOptions[] = {
+    {"-l", "[workers] lcores"},       {"-c", "[workers] lcores"},
+    {"--lcores", "[workers] lcores"}, {"--main-lcore", "[workers] main_lcore"},
+    {"--vdev", "[[port]] device"},    {"-a", "[[port]] device"},
+    {"--allow", "[[port]] device"},   {"--file-prefix", "eal.file_prefix"},
+};
+
+std::string quoted(std::string_view text) { return fmt::format("\"{}\"", text); }
+
+std::string index_key(std::string_view key, size_t index) { return fmt::format("{}[{}]", key, index); }
+
+// Throws ConfigError as "SOURCE:LINE: KEY: problem", or "SOURCE: KEY: problem"
+// when the line is unknown (0).
+[[noreturn]] void fail(std::string_view source, toml::source_index line, std::string_view key,
+                       std::string_view problem) {
+  if (line == 0) throw ConfigError(fmt::format("{}: {}: {}", source, key, problem));
+  throw ConfigError(fmt::format("{}:{}: {}: {}", source, line, key, problem));
+}
+
+toml::source_index line_of(const toml::node& node) { return node.source().begin.line; }
+
+bool is_name_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+}
+
+bool is_power_of_two(int64_t value) { return value > 0 && (value & (value - 1)) == 0; }
+
+bool overlaps(const Ipv4Prefix& a, const Ipv4Prefix& b) { return a.contains(b) || b.contains(a); }
+
+Ipv4 broadcast_of(const Ipv4Prefix& prefix) { return prefix.addr | ~prefix.mask(); }
+
+// Reads one table of the file: typed accessors that name the key and its line
+// in every error. `path` is the table's dotted key ("" for the root).
+class TableReader {
+ public:
+  TableReader(std::string_view source, const toml::table& table, std::string path, bool is_root = false)
+      : source_(source), table_(table), path_(std::move(path)), header_line_(is_root ? 0 : line_of(table)) {}
+
+  std::string_view source() const { return source_; }
+
+  std::string key(std::string_view name) const {
+    return path_.empty() ? std::string(name) : fmt::format("{}.{}", path_, name);
+  }
+
+  const toml::node* find(std::string_view name) const { return table_.get(name); }
+
+  // Error at the value of `name`, or at the table header when it is absent.
+  [[noreturn]] void fail_at(std::string_view name, std::string_view problem) const {
+    const toml::node* value = find(name);
+    fail(source_, value ? line_of(*value) : header_line_, key(name), problem);
+  }
+
+  [[noreturn]] void fail_table(std::string_view problem) const { fail(source_, header_line_, path_, problem); }
+
+  // Rejects any key not in `known`, the earliest in the file first.
+  void reject_unknown_keys(std::initializer_list<std::string_view> known) const {
+    const toml::node* first_unknown = nullptr;
+    std::string_view first_name;
+    for (const auto& [name, value] : table_) {
+      if (std::find(known.begin(), known.end(), name.str()) != known.end()) continue;
+      if (!first_unknown || line_of(value) < line_of(*first_unknown)) {
+        first_unknown = &value;
+        first_name = name.str();
+      }
+    }
+    if (first_unknown) fail(source_, line_of(*first_unknown), key(first_name), "unknown key");
+  }
+
+  std::optional<std::string> optional_string(std::string_view name) const {
+    const toml::node* value = find(name);
+    if (!value) return std::nullopt;
+    if (!value->is_string()) fail_at(name, "must be a string");
+    return value->as_string()->get();
+  }
+
+  std::string required_string(std::string_view name) const {
+    auto value = optional_string(name);
+    if (!value) fail_at(name, "required key is missing");
+    return *value;
+  }
+
+  // An integer in [min, max]; `fallback` when absent.
+  int64_t integer(std::string_view name, int64_t min, int64_t max, int64_t fallback) const {
+    const toml::node* value = find(name);
+    if (!value) return fallback;
+    if (!value->is_integer()) fail_at(name, "must be an integer");
+    int64_t number = value->as_integer()->get();
+    if (number < min || number > max) fail_at(name, fmt::format("must be between {} and {}, got {}", min, max, number));
+    return number;
+  }
+
+  unsigned uint(std::string_view name, unsigned min, unsigned max, unsigned fallback) const {
+    return static_cast<unsigned>(integer(name, min, max, fallback));
+  }
+
+  // A descriptor ring size: a power of two in [min, max].
+  unsigned ring_size(std::string_view name, unsigned min, unsigned max, unsigned fallback) const {
+    unsigned size = uint(name, min, max, fallback);
+    if (!is_power_of_two(size)) fail_at(name, fmt::format("must be a power of two, got {}", size));
+    return size;
+  }
+
+  // A name made of [A-Za-z0-9._-], 1 to max_len characters.
+  std::string name_string(std::string_view name, size_t max_len, bool required) const {
+    auto value = required ? std::optional(required_string(name)) : optional_string(name);
+    if (!value) return {};
+    if (value->empty()) fail_at(name, "must not be empty");
+    if (value->size() > max_len)
+      fail_at(name, fmt::format("must be at most {} characters, got {}", max_len, value->size()));
+    if (!std::all_of(value->begin(), value->end(), is_name_char))
+      fail_at(name, fmt::format("may contain only letters, digits, '.', '_' and '-', got {}", quoted(*value)));
+    return *value;
+  }
+
+  std::optional<Ipv4> optional_ipv4(std::string_view name) const {
+    auto text = optional_string(name);
+    if (!text) return std::nullopt;
+    auto ip = parse_ipv4(*text);
+    if (!ip) fail_at(name, fmt::format("not an IPv4 address: {}", quoted(*text)));
+    return ip;
+  }
+
+  Ipv4 required_ipv4(std::string_view name) const {
+    if (!find(name)) fail_at(name, "required key is missing");
+    return *optional_ipv4(name);
+  }
+
+  std::optional<Ipv4Prefix> optional_prefix(std::string_view name) const {
+    auto text = optional_string(name);
+    if (!text) return std::nullopt;
+    auto prefix = parse_ipv4_prefix(*text);
+    if (prefix) return prefix;
+    // Say so when only the host bits are wrong: an easy slip that the generic message hides.
+    if (auto network = parse_ipv4_prefix(*text, /*strict=*/false))
+      fail_at(name, fmt::format("host bits must be zero: {} (the network is {})", quoted(*text), network->to_string()));
+    fail_at(name, fmt::format("not an IPv4 prefix (a.b.c.d/len with host bits zero): {}", quoted(*text)));
+  }
+
+  Ipv4Prefix required_prefix(std::string_view name) const {
+    if (!find(name)) fail_at(name, "required key is missing");
+    return *optional_prefix(name);
+  }
+
+  // A MAC address an interface may own: unicast and non-zero.
+  std::optional<MacAddr> optional_unicast_mac(std::string_view name) const {
+    auto text = optional_string(name);
+    if (!text) return std::nullopt;
+    auto mac = parse_mac(*text);
+    if (!mac) fail_at(name, fmt::format("not a MAC address (xx:xx:xx:xx:xx:xx): {}", quoted(*text)));
+    if (mac->is_zero()) fail_at(name, "must not be all zeros");
+    if (mac->is_multicast()) fail_at(name, fmt::format("must be a unicast address, got {}", *text));
+    return mac;
+  }
+
+  MacAddr required_unicast_mac(std::string_view name) const {
+    if (!find(name)) fail_at(name, "required key is missing");
+    return *optional_unicast_mac(name);
+  }
+
+  const toml::table* optional_table(std::string_view name) const {
+    const toml::node* value = find(name);
+    if (!value) return nullptr;
+    if (!value->is_table()) fail_at(name, fmt::format("must be a table ([{}])", key(name)));
+    return value->as_table();
+  }
+
+  // The elements of an array of tables ([[name]]); empty when absent.
+  std::vector<const toml::table*> table_array(std::string_view name, std::string_view hint = {}) const {
+    std::vector<const toml::table*> tables;
+    const toml::node* value = find(name);
+    if (!value) return tables;
+    std::string problem = fmt::format("must be an array of tables ([[{}]]){}", key(name), hint);
+    if (!value->is_array()) fail_at(name, problem);
+    for (const toml::node& element : *value->as_array()) {
+      if (!element.is_table()) fail_at(name, problem);
+      tables.push_back(element.as_table());
+    }
+    return tables;
+  }
+
+  // Elements of an array whose values must all be of TOML type T.
+  template <typename T>
+  std::vector<const toml::value<T>*> typed_array(std::string_view name, std::string_view type_name) const {
+    std::vector<const toml::value<T>*> elements;
+    const toml::node* value = find(name);
+    if (!value) return elements;
+    std::string problem = fmt::format("must be an array of {}", type_name);
+    if (!value->is_array()) fail_at(name, problem);
+    for (const toml::node& element : *value->as_array()) {
+      if (!element.is<T>()) fail_at(name, problem);
+      elements.push_back(element.as<T>());
+    }
+    return elements;
+  }
+
+ private:
+  std::string_view source_;
+  const toml::table& table_;
+  std::string path_;
+  toml::source_index header_line_;
+};
+
+// Reads the optional table `name` of the root; an empty table stands in when absent.
+TableReader section(const TableReader& root, std::string_view name) {
+  static const toml::table kEmpty;
+  const toml::table* table = root.optional_table(name);
+  return TableReader(root.source(), table ? *table : kEmpty, std::string(name));
+}
+
+void read_node(const TableReader& root, Config::Node& node) {
+  if (!root.find("node")) fail(root.source(), 0, "node", "required table [node] is missing");
+  TableReader table = section(root, "node");
+  table.reject_unknown_keys(
+      {"name", "node_ip", "pod_cidr", "gateway_ip", "gateway_mac", "cluster_cidr", "service_cidr"});
+
+  node.name = table.name_string("name", kMaxNodeNameLen, /*required=*/true);
+
+  // node_ip is an address, optionally with the length of its connected uplink subnet.
+  std::string node_ip = table.required_string("node_ip");
+  std::string_view address = node_ip;
+  node.node_prefix_len = 32;
+  if (size_t slash = address.find('/'); slash != std::string_view::npos) {
+    auto subnet = parse_ipv4_prefix(node_ip, /*strict=*/false);
+    if (!subnet)
+      table.fail_at("node_ip", fmt::format("not an IPv4 address (a.b.c.d or a.b.c.d/len): {}", quoted(node_ip)));
+    if (subnet->len == 0) table.fail_at("node_ip", "prefix length must be between 1 and 32, got 0");
+    node.node_prefix_len = subnet->len;
+    address = address.substr(0, slash);
+  }
+  auto ip = parse_ipv4(address);
+  if (!ip) table.fail_at("node_ip", fmt::format("not an IPv4 address (a.b.c.d or a.b.c.d/len): {}", quoted(node_ip)));
+  node.node_ip = *ip;
+
+  node.pod_cidr = table.required_prefix("pod_cidr");
+  if (node.pod_cidr.len < 8 || node.pod_cidr.len > 30)
+    table.fail_at("pod_cidr", fmt::format("prefix length must be between 8 and 30, got {}", node.pod_cidr.len));
+
+  const std::string pod_cidr_text = node.pod_cidr.to_string();
+  node.gateway_ip = table.optional_ipv4("gateway_ip").value_or(node.pod_cidr.addr + 1);
+  std::string gateway_text = ipv4_to_string(node.gateway_ip);
+  if (!node.pod_cidr.contains(node.gateway_ip))
+    table.fail_at("gateway_ip", fmt::format("{} is outside node.pod_cidr {}", gateway_text, pod_cidr_text));
+  if (node.gateway_ip == node.pod_cidr.addr)
+    table.fail_at("gateway_ip",
+                  fmt::format("{} is the network address of node.pod_cidr {}", gateway_text, pod_cidr_text));
+  if (node.gateway_ip == broadcast_of(node.pod_cidr))
+    table.fail_at("gateway_ip",
+                  fmt::format("{} is the broadcast address of node.pod_cidr {}", gateway_text, pod_cidr_text));
+
+  if (auto mac = table.optional_unicast_mac("gateway_mac")) {
+    node.gateway_mac = *mac;
+  } else {
+    // Locally administered, and distinct per node because the gateway address is.
+    node.gateway_mac.bytes = {0x02,
+                              0x00,
+                              static_cast<uint8_t>(node.gateway_ip >> 24),
+                              static_cast<uint8_t>(node.gateway_ip >> 16),
+                              static_cast<uint8_t>(node.gateway_ip >> 8),
+                              static_cast<uint8_t>(node.gateway_ip)};
+  }
+
+  node.cluster_cidr = table.required_prefix("cluster_cidr");
+  if (!node.cluster_cidr.contains(node.pod_cidr))
+    table.fail_at("cluster_cidr",
+                  fmt::format("{} does not contain node.pod_cidr {}", node.cluster_cidr.to_string(), pod_cidr_text));
+
+  node.service_cidr = table.optional_prefix("service_cidr");
+  if (node.service_cidr && overlaps(*node.service_cidr, node.cluster_cidr))
+    table.fail_at("service_cidr", fmt::format("{} overlaps node.cluster_cidr {}", node.service_cidr->to_string(),
+                                              node.cluster_cidr.to_string()));
+
+  // The node address lives on the uplink; inside a pod or service range it would be ambiguous.
+  std::string node_ip_text = ipv4_to_string(node.node_ip);
+  if (node.cluster_cidr.contains(node.node_ip))
+    table.fail_at("node_ip",
+                  fmt::format("{} is inside node.cluster_cidr {}", node_ip_text, node.cluster_cidr.to_string()));
+  if (node.service_cidr && node.service_cidr->contains(node.node_ip))
+    table.fail_at("node_ip",
+                  fmt::format("{} is inside node.service_cidr {}", node_ip_text, node.service_cidr->to_string()));
+}
+
+void read_eal(const TableReader& root, Config::Eal& eal) {
+  TableReader table = section(root, "eal");
+  table.reject_unknown_keys({"args", "file_prefix"});
+
+  auto args = table.typed_array<std::string>("args", "strings");
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& arg = args[i]->get();
+    for (const ReservedEalOption& reserved : kReservedEalOptions) {
+      // Long options may carry their value after '=', short ones glued on ("-l1-3").
+      bool is_long = reserved.option.starts_with("--");
+      bool matches = arg == reserved.option || (is_long ? arg.starts_with(fmt::format("{}=", reserved.option))
+                                                        : arg.starts_with(reserved.option) && !arg.starts_with("--"));
+      if (matches)
+        fail(table.source(), line_of(*args[i]), index_key(table.key("args"), i),
+             fmt::format("{} is set by kdp from {}; remove it", quoted(reserved.option), reserved.set_from));
+    }
+    eal.args.push_back(arg);
+  }
+  // It names files under /var/run/dpdk, so it obeys the same rules as other names.
+  eal.file_prefix = table.name_string("file_prefix", kMaxFilePrefixLen, /*required=*/false);
+}
+
+void read_workers(const TableReader& root, Config::Workers& workers) {
+  if (!root.find("workers")) fail(root.source(), 0, "workers", "required table [workers] is missing");
+  TableReader table = section(root, "workers");
+  table.reject_unknown_keys({"lcores", "main_lcore", "idle_sleep_us"});
+
+  workers.main_lcore = table.uint("main_lcore", 0, kMaxLcore, 0);
+  workers.idle_sleep_us = table.uint("idle_sleep_us", 0, 100000, 0);
+
+  if (!table.find("lcores")) table.fail_at("lcores", "required key is missing");
+  auto lcores = table.typed_array<int64_t>("lcores", "integers");
+  if (lcores.empty()) table.fail_at("lcores", "must list at least one worker lcore");
+  for (size_t i = 0; i < lcores.size(); ++i) {
+    int64_t lcore = lcores[i]->get();
+    auto fail_element = [&](std::string_view problem) {
+      fail(table.source(), line_of(*lcores[i]), index_key(table.key("lcores"), i), problem);
+    };
+    if (lcore < 0 || lcore > kMaxLcore) fail_element(fmt::format("must be between 0 and {}, got {}", kMaxLcore, lcore));
+    if (lcore == workers.main_lcore)
+      fail_element(fmt::format("lcore {} is workers.main_lcore, which runs the control thread", lcore));
+    if (std::find(workers.lcores.begin(), workers.lcores.end(), lcore) != workers.lcores.end())
+      fail_element(fmt::format("lcore {} is listed twice", lcore));
+    workers.lcores.push_back(static_cast<unsigned>(lcore));
+  }
+}
+
+void read_mbufs(const TableReader& root, Config::Mbufs& mbufs) {
+  TableReader table = section(root, "mbufs");
+  table.reject_unknown_keys({"pool_size", "cache_size", "rx_desc", "tx_desc"});
+  mbufs.pool_size = table.uint("pool_size", 0, std::numeric_limits<uint32_t>::max(), mbufs.pool_size);
+  if (mbufs.pool_size != 0 && mbufs.pool_size < 1024)
+    table.fail_at("pool_size", fmt::format("must be 0 (automatic) or at least 1024, got {}", mbufs.pool_size));
+  mbufs.cache_size = table.uint("cache_size", 0, 512, mbufs.cache_size);
+  mbufs.rx_desc = table.ring_size("rx_desc", 64, 16384, mbufs.rx_desc);
+  mbufs.tx_desc = table.ring_size("tx_desc", 64, 16384, mbufs.tx_desc);
+}
+
+void read_dataplane(const TableReader& root, Config::Dataplane& dataplane) {
+  TableReader table = section(root, "dataplane");
+  table.reject_unknown_keys({"vlan", "icmp_errors_per_s"});
+  if (auto vlan = table.optional_string("vlan")) {
+    if (*vlan == "drop")
+      dataplane.vlan = VlanPolicy::Drop;
+    else if (*vlan == "strip")
+      dataplane.vlan = VlanPolicy::Strip;
+    else
+      table.fail_at("vlan", fmt::format("must be \"drop\" or \"strip\", got {}", quoted(*vlan)));
+  }
+  dataplane.icmp_errors_per_s = table.uint("icmp_errors_per_s", 0, 1000000, dataplane.icmp_errors_per_s);
+}
+
+void read_bridge(const TableReader& root, Config::Bridge& bridge) {
+  TableReader table = section(root, "bridge");
+  table.reject_unknown_keys({"fdb_max", "aging_s"});
+  bridge.fdb_max = table.uint("fdb_max", 16, 16777216, bridge.fdb_max);
+  bridge.aging_s = table.uint("aging_s", 1, 1000000, bridge.aging_s);
+}
+
+void read_neighbor_settings(const TableReader& root, Config::Neighbor& neighbor) {
+  TableReader table = section(root, "neighbors");
+  table.reject_unknown_keys({"max", "reachable_s", "stale_s", "hold_packets", "retries", "retry_ms"});
+  neighbor.max = table.uint("max", 16, 16777216, neighbor.max);
+  neighbor.reachable_s = table.uint("reachable_s", 1, 86400, neighbor.reachable_s);
+  neighbor.stale_s = table.uint("stale_s", 1, 86400, neighbor.stale_s);
+  neighbor.hold_packets = table.uint("hold_packets", 1, 4096, neighbor.hold_packets);
+  neighbor.retries = table.uint("retries", 1, 100, neighbor.retries);
+  neighbor.retry_ms = table.uint("retry_ms", 10, 60000, neighbor.retry_ms);
+}
+
+void read_ports(const TableReader& root, std::vector<PortConfig>& ports) {
+  auto tables = root.table_array("port");
+  if (tables.empty()) fail(root.source(), 0, "port", "at least one [[port]] is required");
+  for (size_t i = 0; i < tables.size(); ++i) {
+    TableReader table(root.source(), *tables[i], index_key("port", i));
+    table.reject_unknown_keys({"name", "role", "device", "mac"});
+    PortConfig port;
+
+    port.name = table.name_string("name", kMaxPortNameLen, /*required=*/true);
+    for (size_t j = 0; j < ports.size(); ++j)
+      if (ports[j].name == port.name)
+        table.fail_at("name", fmt::format("{} is already the name of port[{}]", quoted(port.name), j));
+
+    std::string role = table.required_string("role");
+    if (role == "uplink")
+      port.role = PortRole::Uplink;
+    else if (role == "pod")
+      port.role = PortRole::Pod;
+    else
+      table.fail_at("role", fmt::format("must be \"uplink\" or \"pod\", got {}", quoted(role)));
+
+    port.device = table.required_string("device");
+    if (port.device.empty()) table.fail_at("device", "must not be empty");
+    // DPDK identifies a device by the name before its arguments.
+    std::string_view device_name = std::string_view(port.device).substr(0, port.device.find(','));
+    for (size_t j = 0; j < ports.size(); ++j)
+      if (std::string_view(ports[j].device).substr(0, ports[j].device.find(',')) == device_name)
+        table.fail_at("device", fmt::format("device {} is already used by port[{}]", quoted(device_name), j));
+
+    port.mac = table.optional_unicast_mac("mac");
+    ports.push_back(std::move(port));
+  }
+}
+
+void read_routes(const TableReader& root, const Config& config, std::vector<RouteConfig>& routes) {
+  const Config::Node& node = config.node;
+  const PortConfig* first_uplink = nullptr;
+  for (const PortConfig& port : config.ports)
+    if (port.role == PortRole::Uplink && !first_uplink) first_uplink = &port;
+
+  auto tables = root.table_array("route");
+  for (size_t i = 0; i < tables.size(); ++i) {
+    TableReader table(root.source(), *tables[i], index_key("route", i));
+    table.reject_unknown_keys({"prefix", "via", "port"});
+    RouteConfig route;
+
+    route.prefix = table.required_prefix("prefix");
+    std::string prefix_text = route.prefix.to_string();
+    if (route.prefix == node.pod_cidr)
+      table.fail_at("prefix", fmt::format("{} is node.pod_cidr, which is reached over the bridge", prefix_text));
+    if (node.pod_cidr.contains(route.prefix))
+      table.fail_at("prefix", fmt::format("{} lies inside node.pod_cidr {}", prefix_text, node.pod_cidr.to_string()));
+    for (size_t j = 0; j < routes.size(); ++j)
+      if (routes[j].prefix == route.prefix)
+        table.fail_at("prefix", fmt::format("{} is already routed by route[{}]", prefix_text, j));
+
+    route.via = table.required_ipv4("via");
+    std::string via_text = ipv4_to_string(route.via);
+    if (route.via == node.node_ip)
+      table.fail_at("via", fmt::format("{} is this node's own address (node.node_ip)", via_text));
+    if (route.via == node.gateway_ip)
+      table.fail_at("via", fmt::format("{} is this node's pod gateway address (node.gateway_ip)", via_text));
+    if (node.pod_cidr.contains(route.via))
+      table.fail_at("via", fmt::format("{} is inside node.pod_cidr {}", via_text, node.pod_cidr.to_string()));
+
+    if (auto port_name = table.optional_string("port")) {
+      const PortConfig* port = config.find_port(*port_name);
+      if (!port) table.fail_at("port", fmt::format("no [[port]] is named {}", quoted(*port_name)));
+      if (port->role != PortRole::Uplink)
+        table.fail_at("port",
+                      fmt::format("{} is a pod port; routes must leave through an uplink port", quoted(*port_name)));
+      route.port = *port_name;
+    } else {
+      if (!first_uplink) table.fail_table("no [[port]] has role \"uplink\" to send the route's traffic through");
+      route.port = first_uplink->name;
+    }
+    routes.push_back(std::move(route));
+  }
+}
+
+void read_static_neighbors(const TableReader& root, const Config& config, std::vector<NeighborConfig>& neighbors) {
+  auto tables = root.table_array("neighbor", "; neighbour settings go in [neighbors]");
+  for (size_t i = 0; i < tables.size(); ++i) {
+    TableReader table(root.source(), *tables[i], index_key("neighbor", i));
+    table.reject_unknown_keys({"ip", "mac", "port"});
+    NeighborConfig neighbor;
+
+    neighbor.ip = table.required_ipv4("ip");
+    for (size_t j = 0; j < neighbors.size(); ++j)
+      if (neighbors[j].ip == neighbor.ip)
+        table.fail_at("ip", fmt::format("{} is already listed in neighbor[{}]", ipv4_to_string(neighbor.ip), j));
+
+    neighbor.mac = table.required_unicast_mac("mac");
+
+    if (auto port_name = table.optional_string("port")) {
+      if (!config.find_port(*port_name))
+        table.fail_at("port", fmt::format("no [[port]] is named {}", quoted(*port_name)));
+      neighbor.port = *port_name;
+    }
+    neighbors.push_back(std::move(neighbor));
+  }
+}
+
+}  // namespace
+
+Config parse_config(std::string_view toml_text, std::string_view source_name) {
+  toml::table document;
+  try {
+    document = toml::parse(toml_text, source_name);
+  } catch (const toml::parse_error& error) {
+    const toml::source_position& at = error.source().begin;
+    throw ConfigError(fmt::format("{}:{}:{}: syntax error: {}", source_name, at.line, at.column, error.description()));
+  }
+
+  Config config;
+  config.source = std::string(source_name);
+  TableReader root(source_name, document, "", /*is_root=*/true);
+  root.reject_unknown_keys(
+      {"node", "eal", "workers", "mbufs", "dataplane", "bridge", "neighbors", "port", "route", "neighbor"});
+
+  // Sections in schema order; later ones refer back to node and ports.
+  read_node(root, config.node);
+  read_eal(root, config.eal);
+  read_workers(root, config.workers);
+  read_mbufs(root, config.mbufs);
+  read_dataplane(root, config.dataplane);
+  read_bridge(root, config.bridge);
+  read_neighbor_settings(root, config.neighbor);
+  read_ports(root, config.ports);
+  read_routes(root, config, config.routes);
+  read_static_neighbors(root, config, config.neighbors);
+  return config;
+}
+
+Config load_config_file(const std::string& path) {
+  std::unique_ptr<std::FILE, decltype(&std::fclose)> file(std::fopen(path.c_str(), "rb"), &std::fclose);
+  if (!file) throw ConfigError(fmt::format("{}: cannot read: {}", path, std::strerror(errno)));
+  std::string text;
+  char buffer[65536];
+  size_t count;
+  while ((count = std::fread(buffer, 1, sizeof buffer, file.get())) > 0) text.append(buffer, count);
+  // A directory opens fine on Linux and fails here, with errno saying why.
+  if (std::ferror(file.get())) throw ConfigError(fmt::format("{}: cannot read: {}", path, std::strerror(errno)));
+  return parse_config(text, path);
+}
+
+}  // namespace kdp

@@ -1,0 +1,108 @@
+// kdp node configuration: the TOML schema of DEVELOPERS.md/README, loaded and
+// validated whole. No DPDK here, so ctrl/ is unit-testable on its own.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ctrl/net_types.h"
+
+namespace kdp {
+
+// A rejected configuration. what() reads "SOURCE:LINE: KEY: problem", e.g.
+// "node.toml:7: port[1].role: must be \"uplink\" or \"pod\", got \"bridge\"".
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+enum class PortRole : uint8_t { Uplink, Pod };
+enum class VlanPolicy : uint8_t { Drop, Strip };
+
+struct PortConfig {
+  std::string name;
+  PortRole role = PortRole::Pod;
+  std::string device;          // DPDK device string: "net_pcap0,rx_pcap=..." or a PCI address
+  std::optional<MacAddr> mac;  // override of the device's MAC
+};
+
+struct RouteConfig {
+  Ipv4Prefix prefix;
+  Ipv4 via = 0;      // next hop, on-link on the egress uplink
+  std::string port;  // egress uplink port name; filled with the first uplink when omitted
+};
+
+struct NeighborConfig {
+  Ipv4 ip = 0;
+  MacAddr mac;
+  std::string port;  // port the neighbour sits behind; when omitted: the uplink for
+                     // addresses outside pod_cidr, the bridge for pod addresses
+};
+
+struct Config {
+  std::string source;  // file name used in messages
+
+  struct Node {
+    std::string name;
+    Ipv4 node_ip = 0;
+    uint8_t node_prefix_len = 32;  // node_ip = "a.b.c.d/len" adds a connected uplink subnet
+    Ipv4Prefix pod_cidr;
+    Ipv4 gateway_ip = 0;           // default: first host of pod_cidr
+    MacAddr gateway_mac;           // default: 02:00 followed by gateway_ip's four bytes
+    Ipv4Prefix cluster_cidr;
+    std::optional<Ipv4Prefix> service_cidr;
+  } node;
+
+  struct Eal {
+    std::vector<std::string> args;  // passed to rte_eal_init before kdp's own (-l, --file-prefix, --vdev)
+    std::string file_prefix;        // default: "kdp-<node.name>-<pid>" chosen at start-up
+  } eal;
+
+  struct Workers {
+    std::vector<unsigned> lcores;   // worker lcores, at least one
+    unsigned main_lcore = 0;        // runs the control thread; not in lcores
+    unsigned idle_sleep_us = 0;     // 0: busy poll; else sleep this long after idle polls
+  } workers;
+
+  struct Mbufs {
+    unsigned pool_size = 0;  // 0: sized from ports, queues and descriptors
+    unsigned cache_size = 256;
+    unsigned rx_desc = 1024;
+    unsigned tx_desc = 1024;
+  } mbufs;
+
+  struct Dataplane {
+    VlanPolicy vlan = VlanPolicy::Drop;  // 802.1Q-tagged frames: "drop" or "strip"
+    unsigned icmp_errors_per_s = 1000;   // per worker token bucket for generated ICMP errors; 0 = unlimited
+  } dataplane;
+
+  struct Bridge {
+    unsigned fdb_max = 4096;
+    unsigned aging_s = 300;
+  } bridge;
+
+  struct Neighbor {
+    unsigned max = 4096;
+    unsigned reachable_s = 30;    // a learned entry is confirmed this long, then refreshed if used
+    unsigned stale_s = 60;        // an unused entry past reachable_s is removed after this
+    unsigned hold_packets = 16;   // packets held per unresolved neighbour
+    unsigned retries = 3;         // ARP requests before giving up
+    unsigned retry_ms = 1000;
+  } neighbor;
+
+  std::vector<PortConfig> ports;
+  std::vector<RouteConfig> routes;
+  std::vector<NeighborConfig> neighbors;
+
+  const PortConfig* find_port(std::string_view name) const;
+};
+
+// Parse and validate; throws ConfigError naming the key (and line) at fault.
+Config parse_config(std::string_view toml_text, std::string_view source_name);
+Config load_config_file(const std::string& path);
+
+}  // namespace kdp

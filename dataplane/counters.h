@@ -1,0 +1,84 @@
+// Per-worker counters: one writer (the worker), read by the control thread.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+
+#include "dataplane/types.h"
+
+namespace kdp {
+
+// Every drop has a named reason. X(name, "text")
+#define KDP_DROP_REASONS(X)                                                   \
+  X(Consumed, "consumed")               /* handled by kdp, not forwarded */  \
+  X(Runt, "runt_frame")                                                     \
+  X(MultiSegment, "multi_segment")                                          \
+  X(VlanTagged, "vlan_tagged")                                              \
+  X(SrcMacMulticast, "src_mac_multicast")                                   \
+  X(NotForUs, "l2_not_for_us")                                              \
+  X(UnsupportedEtherType, "unsupported_ethertype")                          \
+  X(ArpMalformed, "arp_malformed")                                          \
+  X(Ipv4TooShort, "ipv4_too_short")                                         \
+  X(Ipv4BadVersion, "ipv4_bad_version")                                     \
+  X(Ipv4BadIhl, "ipv4_bad_ihl")                                             \
+  X(Ipv4BadTotalLength, "ipv4_bad_total_length")                            \
+  X(Ipv4BadChecksum, "ipv4_bad_checksum")                                   \
+  X(L4Truncated, "l4_truncated")                                            \
+  X(TcpBadDataOffset, "tcp_bad_data_offset")                                \
+  X(UdpBadLength, "udp_bad_length")                                         \
+  X(MartianSource, "martian_source")                                        \
+  X(MartianDestination, "martian_destination")                              \
+  X(SamePort, "bridge_same_port")                                           \
+  X(FloodNoPorts, "flood_no_ports")                                         \
+  X(TtlExceeded, "ttl_exceeded")                                            \
+  X(NoRoute, "no_route")                                                    \
+  X(LocalUnhandled, "local_unhandled")                                      \
+  X(IcmpRateLimited, "icmp_rate_limited")                                   \
+  X(IcmpErrorNotSent, "icmp_error_not_allowed")                             \
+  X(PuntRingFull, "punt_ring_full")                                         \
+  X(BurstOverflow, "burst_overflow")                                        \
+  X(MbufAllocFailed, "mbuf_alloc_failed")                                   \
+  X(TxRingFull, "tx_ring_full")
+
+enum class DropReason : uint8_t {
+#define KDP_X(name, text) name,
+  KDP_DROP_REASONS(KDP_X)
+#undef KDP_X
+      Count
+};
+inline constexpr unsigned kDropReasonCount = static_cast<unsigned>(DropReason::Count);
+const char* drop_reason_name(DropReason r);
+
+// A counter with a single writer: relaxed load+store compiles to a plain add,
+// yet another thread may read it without a data race.
+class Counter {
+ public:
+  void add(uint64_t n = 1) { value_.store(value_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
+  uint64_t get() const { return value_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<uint64_t> value_{0};
+};
+
+struct PortCounters {
+  Counter rx;
+  Counter tx;
+  Counter tx_dropped;  // TX ring full
+};
+
+struct WorkerCounters {
+  std::array<PortCounters, kMaxPorts> port;
+  std::array<Counter, 16> stage_packets;  // indexed by StageId
+  std::array<Counter, kDropReasonCount> drops;
+  Counter punted;
+  Counter injected;
+  Counter learn_events;
+  Counter learn_queue_full;
+  Counter busy_cycles;   // TSC cycles in polls that had packets
+  Counter busy_packets;  // packets those polls carried
+  Counter polls;
+  Counter idle_sleeps;
+};
+
+}  // namespace kdp

@@ -1,0 +1,130 @@
+// Icmp: local delivery (echo replies from the gateway and node IPs) and the
+// ICMP errors a router sends (time exceeded, destination unreachable),
+// written in place over the offending packet.
+#include <rte_icmp.h>
+
+#include "dataplane/packet_build.h"
+#include "dataplane/stages.h"
+
+namespace kdp {
+
+namespace {
+
+constexpr unsigned kEthLen = sizeof(rte_ether_hdr);
+constexpr unsigned kIpLen = sizeof(rte_ipv4_hdr);
+constexpr unsigned kIcmpLen = sizeof(rte_icmp_hdr);
+constexpr unsigned kIcmpErrorMax = 576;  // RFC 1812 4.3.2.3: whole error datagram
+constexpr uint8_t kDefaultTtl = 64;
+
+bool is_icmp_error_type(uint8_t type) { return type == 3 || type == 4 || type == 5 || type == 11 || type == 12; }
+
+}  // namespace
+
+bool Icmp::reply_echo(rte_mbuf* m) {
+  auto* eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
+  auto* ip = reinterpret_cast<rte_ipv4_hdr*>(eth + 1);
+  auto* icmp = reinterpret_cast<rte_icmp_hdr*>(reinterpret_cast<uint8_t*>(ip) + m->l3_len);
+  if (meta(m).flags & kFlagFragment || icmp->icmp_type != RTE_IP_ICMP_ECHO_REQUEST || icmp->icmp_code != 0)
+    return false;
+  const unsigned frame_len = kEthLen + rte_be_to_cpu_16(ip->total_length);
+  if (m->data_len > frame_len) rte_pktmbuf_trim(m, m->data_len - frame_len);
+  const uint32_t requester = ip->src_addr;
+  ip->src_addr = ip->dst_addr;
+  ip->dst_addr = requester;
+  ip->time_to_live = kDefaultTtl;
+  ip->hdr_checksum = 0;
+  ip->hdr_checksum = rte_ipv4_cksum(ip);
+  icmp->icmp_type = RTE_IP_ICMP_ECHO_REPLY;
+  icmp->icmp_cksum = checksum_replace16(icmp->icmp_cksum, rte_cpu_to_be_16(RTE_IP_ICMP_ECHO_REQUEST << 8),
+                     rte_cpu_to_be_16(RTE_IP_ICMP_ECHO_REPLY << 8));
+  eth->dst_addr = eth->src_addr;
+  eth->src_addr = ctx_.tables.ports[meta(m).in_port].mac;
+  return true;
+}
+
+bool Icmp::make_error(rte_mbuf* m, DropReason& why_not) {
+  PacketMeta& md = meta(m);
+  auto* eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
+  auto* ip = reinterpret_cast<rte_ipv4_hdr*>(eth + 1);
+  const Ipv4 src = rte_be_to_cpu_32(ip->src_addr);
+  // RFC 1122 3.2.2: never about an ICMP error, a non-first fragment, or a
+  // packet whose source does not name a single host.
+  bool allowed = !(md.flags & (kFlagFragment | kFlagMulticast)) && src != 0 && (src >> 28) != 0xe &&
+                 src != 0xffffffff;
+  if (allowed && md.l4_proto == IPPROTO_ICMP) {
+    auto* inner = reinterpret_cast<const rte_icmp_hdr*>(reinterpret_cast<uint8_t*>(ip) + m->l3_len);
+    allowed = !is_icmp_error_type(inner->icmp_type);
+  }
+  if (!allowed) {
+    why_not = DropReason::IcmpErrorNotSent;
+    return false;
+  }
+  if (!ctx_.icmp_errors.take(ctx_.now_s)) {
+    why_not = DropReason::IcmpRateLimited;
+    return false;
+  }
+  const rte_ether_addr requester_mac = eth->src_addr;
+  const uint32_t requester_ip = ip->src_addr;
+  // Quote as much of the original datagram as fits in 576 bytes.
+  unsigned quoted = std::min<unsigned>(rte_be_to_cpu_16(ip->total_length), kIcmpErrorMax - kIpLen - kIcmpLen);
+  rte_pktmbuf_trim(m, m->data_len - (kEthLen + quoted));
+  if (rte_pktmbuf_prepend(m, kIpLen + kIcmpLen) == nullptr) {
+    why_not = DropReason::MbufAllocFailed;
+    return false;
+  }
+  const PortInfo& port = ctx_.tables.ports[md.in_port];
+  eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
+  eth->dst_addr = requester_mac;
+  eth->src_addr = port.mac;
+  eth->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
+  ip = reinterpret_cast<rte_ipv4_hdr*>(eth + 1);
+  ip->version_ihl = RTE_IPV4_VHL_DEF;
+  ip->type_of_service = 0xc0;  // internetwork control, as Linux marks ICMP errors
+  ip->total_length = rte_cpu_to_be_16(kIpLen + kIcmpLen + quoted);
+  ip->packet_id = 0;
+  ip->fragment_offset = 0;
+  ip->time_to_live = kDefaultTtl;
+  ip->next_proto_id = IPPROTO_ICMP;
+  ip->src_addr = rte_cpu_to_be_32(port.local_ip);
+  ip->dst_addr = requester_ip;
+  ip->hdr_checksum = 0;
+  ip->hdr_checksum = rte_ipv4_cksum(ip);
+  auto* icmp = reinterpret_cast<rte_icmp_hdr*>(ip + 1);
+  icmp->icmp_type = md.icmp_type;
+  icmp->icmp_code = md.icmp_code;
+  icmp->icmp_cksum = 0;
+  icmp->icmp_ident = 0;
+  icmp->icmp_seq_nb = 0;
+  icmp->icmp_cksum = static_cast<uint16_t>(~rte_raw_cksum(icmp, kIcmpLen + quoted));
+  m->l3_len = kIpLen;
+  md.l4_proto = IPPROTO_ICMP;
+  md.flags = kFlagIpv4;
+  return true;
+}
+
+void Icmp::process(Burst& burst) {
+  for (unsigned i = 0; i < burst.n; ++i) {
+    rte_mbuf* m = burst.pkts[i];
+    PacketMeta& md = meta(m);
+    if (md.icmp_type == kIcmpLocalDelivery) {
+      if (md.l4_proto == IPPROTO_ICMP) {
+        if (reply_echo(m)) burst.output(i, md.in_port);
+        else burst.drop(i, DropReason::Consumed);
+        continue;
+      }
+      if (md.l4_proto != IPPROTO_UDP) {
+        // Nothing listens on the node's addresses inside kdp yet.
+        burst.drop(i, DropReason::LocalUnhandled);
+        continue;
+      }
+      ctx_.counters.drops[static_cast<unsigned>(DropReason::LocalUnhandled)].add();
+      md.icmp_type = 3;  // destination unreachable: port unreachable
+      md.icmp_code = 3;
+    }
+    DropReason why_not;
+    if (make_error(m, why_not)) burst.output(i, md.in_port);
+    else burst.drop(i, why_not);
+  }
+}
+
+}  // namespace kdp

@@ -1,0 +1,141 @@
+// kdp: the node dataplane daemon.
+//   kdp --config FILE [--exit-when-idle MS] [--stats-json PATH]
+#include <rte_cycles.h>
+#include <rte_eal.h>
+#include <rte_launch.h>
+#include <rte_lcore.h>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <thread>
+#include <unistd.h>
+
+#include "ctrl/config.h"
+#include "dataplane/control.h"
+#include "dataplane/stats.h"
+#include "dataplane/worker.h"
+#include "drivers/eal.h"
+#include "drivers/ports.h"
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+void on_signal(int) { g_stop.store(true); }
+
+struct WorkerLaunch {
+  kdp::WorkerContext* ctx;
+  unsigned idle_sleep_us;
+};
+
+int launch_worker(void* arg) {
+  auto* launch = static_cast<WorkerLaunch*>(arg);
+  return kdp::worker_main(*launch->ctx, g_stop, launch->idle_sleep_us);
+}
+
+uint64_t total_packets(const std::vector<std::unique_ptr<kdp::WorkerContext>>& workers, size_t ports) {
+  uint64_t n = 0;
+  for (const auto& w : workers) {
+    for (size_t p = 0; p < ports; ++p) n += w->counters.port[p].rx.get();
+    n += w->counters.injected.get();
+  }
+  return n;
+}
+
+int run(const std::string& config_path, int exit_when_idle_ms, const std::string& stats_json_path) {
+  using namespace kdp;
+  Config config = load_config_file(config_path);
+  init_eal(build_eal_args(config, "kdp", getpid()));
+
+  const unsigned n_workers = config.workers.lcores.size();
+  rte_mempool* pool = create_mbuf_pool(config, n_workers);
+  std::vector<PortInfo> ports = setup_ports(config, pool, n_workers);
+  auto tables = std::make_unique<NodeTables>(config, ports, n_workers);
+
+  std::vector<std::unique_ptr<WorkerChannels>> channels;
+  std::vector<WorkerChannels*> channel_ptrs;
+  std::vector<std::unique_ptr<WorkerContext>> workers;
+  for (unsigned w = 0; w < n_workers; ++w) {
+    channels.push_back(std::make_unique<WorkerChannels>(w, 1024));
+    channel_ptrs.push_back(channels.back().get());
+    workers.push_back(std::make_unique<WorkerContext>(w, config.workers.lcores[w], *tables, *channels.back()));
+    workers.back()->pool = pool;
+  }
+  Control control(*tables, channel_ptrs, pool);
+  control.install_static_neighbors();
+
+  fmt::print(stderr, "kdp: node {} pod_cidr {} gateway {} ({}) node_ip {}\n", config.node.name,
+             config.node.pod_cidr.to_string(), ipv4_to_string(config.node.gateway_ip),
+             config.node.gateway_mac.to_string(), ipv4_to_string(config.node.node_ip));
+  for (const auto& p : tables->ports) fmt::print(stderr, "kdp: port {}\n", describe_port(p));
+
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  std::vector<WorkerLaunch> launches;
+  launches.reserve(n_workers);
+  for (unsigned w = 0; w < n_workers; ++w) {
+    launches.push_back({workers[w].get(), config.workers.idle_sleep_us});
+    if (rte_eal_remote_launch(launch_worker, &launches.back(), config.workers.lcores[w]) != 0)
+      throw std::runtime_error(fmt::format("cannot launch worker on lcore {}", config.workers.lcores[w]));
+  }
+  fmt::print(stderr, "kdp: {} worker(s) running\n", n_workers);
+
+  const uint64_t hz_ms = rte_get_tsc_hz() / 1000;
+  uint64_t last_packets = 0, last_activity_ms = rte_rdtsc() / hz_ms;
+  while (!g_stop.load()) {
+    if (control.poll() == 0) std::this_thread::sleep_for(std::chrono::microseconds(200));
+    if (exit_when_idle_ms > 0) {
+      const uint64_t now_ms = rte_rdtsc() / hz_ms;
+      const uint64_t packets = total_packets(workers, tables->ports.size());
+      if (packets != last_packets) {
+        last_packets = packets;
+        last_activity_ms = now_ms;
+      } else if (now_ms - last_activity_ms >= static_cast<uint64_t>(exit_when_idle_ms)) {
+        g_stop.store(true);
+      }
+    }
+  }
+  rte_eal_mp_wait_lcore();
+  control.poll();
+
+  nlohmann::json stats = collect_stats(*tables, workers, control);
+  stop_ports(tables->ports);
+  fmt::print("{}", format_summary(stats));
+  if (!stats_json_path.empty()) {
+    std::ofstream out(stats_json_path);
+    out << stats.dump(2) << "\n";
+    if (!out) throw std::runtime_error("cannot write " + stats_json_path);
+  }
+  workers.clear();
+  channels.clear();
+  tables.reset();
+  rte_eal_cleanup();
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"kdp: userspace Kubernetes node dataplane on DPDK"};
+  std::string config_path, stats_json_path;
+  int exit_when_idle_ms = 0;
+  app.add_option("--config", config_path, "node configuration (TOML)")->required();
+  app.add_option("--exit-when-idle", exit_when_idle_ms, "stop once no packet has arrived for this many ms")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--stats-json", stats_json_path, "write the final counters to this file as JSON");
+  CLI11_PARSE(app, argc, argv);
+  try {
+    return run(config_path, exit_when_idle_ms, stats_json_path);
+  } catch (const kdp::ConfigError& e) {
+    fmt::print(stderr, "kdp: invalid configuration: {}\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "kdp: {}\n", e.what());
+    return 1;
+  }
+}

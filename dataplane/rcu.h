@@ -1,0 +1,48 @@
+// Safe memory reclamation for tables that workers read without locks.
+//
+// Workers report a quiescent state once per poll loop (rte_rcu_qsbr). The
+// control thread retires memory with defer(): the callback runs only after
+// every online worker has passed a quiescent point since the retirement, so
+// no worker can still hold a pointer into it. Never a sleep as grace period.
+#pragma once
+
+#include <rte_rcu_qsbr.h>
+
+#include <deque>
+#include <functional>
+
+namespace kdp {
+
+class Rcu {
+ public:
+  explicit Rcu(unsigned max_workers);
+  ~Rcu();
+  Rcu(const Rcu&) = delete;
+  Rcu& operator=(const Rcu&) = delete;
+
+  rte_rcu_qsbr* qsbr() const { return qsbr_; }
+
+  // Worker side.
+  void register_worker(unsigned worker_id);
+  void online(unsigned worker_id) { rte_rcu_qsbr_thread_online(qsbr_, worker_id); }
+  void offline(unsigned worker_id) { rte_rcu_qsbr_thread_offline(qsbr_, worker_id); }
+  void quiescent(unsigned worker_id) { rte_rcu_qsbr_quiescent(qsbr_, worker_id); }
+
+  // Control side (single thread).
+  void defer(std::function<void()> free_fn);
+  // Runs the callbacks whose grace period has ended; returns how many ran.
+  unsigned reclaim();
+  // Blocks until every pending callback has run (shutdown, tests).
+  void drain();
+  size_t pending() const { return pending_.size(); }
+
+ private:
+  struct Retired {
+    uint64_t token;
+    std::function<void()> free_fn;
+  };
+  rte_rcu_qsbr* qsbr_ = nullptr;
+  std::deque<Retired> pending_;
+};
+
+}  // namespace kdp

@@ -1,0 +1,122 @@
+// Router: the node's per-CIDR router. LPM over the route snapshot, martian
+// checks, TTL, then the next hop's MAC from the neighbour table (pods: the
+// port from the FDB). Unresolved next hops are punted to the control thread,
+// which holds them while it resolves.
+#include "dataplane/packet_build.h"
+#include "dataplane/stages.h"
+
+namespace kdp {
+
+namespace {
+
+bool martian_source(Ipv4 src) {
+  return src == 0 || (src >> 24) == 127 || (src >> 28) == 0xe || src == 0xffffffff;
+}
+bool martian_destination(Ipv4 dst) { return (dst >> 24) == 0 || (dst >> 24) == 127; }
+bool multicast_or_broadcast(Ipv4 dst) { return (dst >> 28) == 0xe || dst == 0xffffffff; }
+
+}  // namespace
+
+void Router::process(Burst& burst) {
+  const unsigned n = burst.n;
+  NodeTables& tables = ctx_.tables;
+  uint32_t dst_ips[kBurstCapacity];
+  const NextHop* hops[kBurstCapacity];
+  for (unsigned i = 0; i < n; ++i) {
+    auto* ip = rte_pktmbuf_mtod_offset(burst.pkts[i], rte_ipv4_hdr*, sizeof(rte_ether_hdr));
+    dst_ips[i] = rte_be_to_cpu_32(ip->dst_addr);
+  }
+  tables.routes()->lookup_bulk(dst_ips, n, hops);
+
+  // Packets still to forward, with the neighbour each one needs.
+  unsigned fwd[kBurstCapacity];
+  NeighborKey nbr_keys[kBurstCapacity];
+  unsigned n_fwd = 0;
+  for (unsigned i = 0; i < n; ++i) {
+    rte_mbuf* m = burst.pkts[i];
+    PacketMeta& md = meta(m);
+    auto* ip = rte_pktmbuf_mtod_offset(m, rte_ipv4_hdr*, sizeof(rte_ether_hdr));
+    const Ipv4 src = rte_be_to_cpu_32(ip->src_addr);
+    if (martian_source(src)) {
+      burst.drop(i, DropReason::MartianSource);
+      continue;
+    }
+    if (martian_destination(dst_ips[i])) {
+      burst.drop(i, DropReason::MartianDestination);
+      continue;
+    }
+    if (multicast_or_broadcast(dst_ips[i])) {
+      burst.drop(i, DropReason::Consumed);  // kdp does not route multicast
+      continue;
+    }
+    const NextHop* hop = hops[i];
+    if (hop == nullptr) {
+      ctx_.counters.drops[static_cast<unsigned>(DropReason::NoRoute)].add();
+      md.icmp_type = 3;  // destination unreachable: network unreachable
+      md.icmp_code = 0;
+      burst.send(i, StageId::Icmp);
+      continue;
+    }
+    if (hop->kind == NextHopKind::Local) {
+      md.icmp_type = kIcmpLocalDelivery;
+      burst.send(i, StageId::Icmp);
+      continue;
+    }
+    if (ip->time_to_live <= 1) {
+      ctx_.counters.drops[static_cast<unsigned>(DropReason::TtlExceeded)].add();
+      md.icmp_type = 11;  // time exceeded in transit
+      md.icmp_code = 0;
+      burst.send(i, StageId::Icmp);
+      continue;
+    }
+    // Ethernet padding is not part of the datagram.
+    const unsigned frame_len = sizeof(rte_ether_hdr) + rte_be_to_cpu_16(ip->total_length);
+    if (m->data_len > frame_len) rte_pktmbuf_trim(m, m->data_len - frame_len);
+    ipv4_decrement_ttl(ip);
+
+    const bool to_pod = hop->kind == NextHopKind::PodNet;
+    const Ipv4 next_hop_ip = hop->kind == NextHopKind::Gateway ? hop->gateway : dst_ips[i];
+    md.out_port = to_pod ? kNoPort : hop->port;
+    md.next_hop = to_be32(next_hop_ip);
+    if (to_pod) md.flags |= kFlagToBridgeNet;
+    else md.flags &= ~kFlagToBridgeNet;
+    auto* eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
+    eth->src_addr = to_pod ? tables.gateway_mac : tables.ports[hop->port].mac;
+    nbr_keys[n_fwd] = NeighborKey{md.next_hop};
+    fwd[n_fwd++] = i;
+  }
+  if (n_fwd == 0) return;
+
+  NeighborEntry* nbrs[kBurstCapacity];
+  tables.neighbors.lookup_bulk(nbr_keys, n_fwd, nbrs);
+  unsigned pods[kBurstCapacity];
+  FdbKey pod_macs[kBurstCapacity];
+  unsigned n_pods = 0;
+  for (unsigned k = 0; k < n_fwd; ++k) {
+    const unsigned i = fwd[k];
+    rte_mbuf* m = burst.pkts[i];
+    NeighborEntry* nbr = nbrs[k];
+    if (nbr == nullptr) {
+      burst.send(i, StageId::Punt);
+      continue;
+    }
+    if (nbr->last_used_s.load(std::memory_order_relaxed) != ctx_.now_s)
+      nbr->last_used_s.store(ctx_.now_s, std::memory_order_relaxed);
+    auto* eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
+    nbr->mac(eth->dst_addr);
+    if (meta(m).flags & kFlagToBridgeNet) {
+      pod_macs[n_pods] = fdb_key(eth->dst_addr);
+      pods[n_pods++] = i;
+    } else {
+      burst.output(i, meta(m).out_port);
+    }
+  }
+  if (n_pods == 0) return;
+
+  FdbEntry* ports[kBurstCapacity];
+  tables.fdb.lookup_bulk(pod_macs, n_pods, ports);
+  for (unsigned k = 0; k < n_pods; ++k)
+    burst.output(pods[k], ports[k] ? ports[k]->port.load(std::memory_order_relaxed) : kFloodPort);
+}
+
+}  // namespace kdp

@@ -1,0 +1,118 @@
+#include "dataplane/stats.h"
+
+#include <rte_cycles.h>
+#include <rte_ethdev.h>
+
+#include <fmt/format.h>
+
+#include "dataplane/burst.h"
+
+namespace kdp {
+
+using nlohmann::json;
+
+json collect_stats(const NodeTables& tables, const std::vector<std::unique_ptr<WorkerContext>>& workers,
+                   const Control& control) {
+  json out;
+  out["node"] = tables.config.node.name;
+  out["ports"] = json::array();
+  for (uint16_t p = 0; p < tables.ports.size(); ++p) {
+    const PortInfo& port = tables.ports[p];
+    uint64_t rx = 0, tx = 0, tx_dropped = 0;
+    for (const auto& w : workers) {
+      rx += w->counters.port[p].rx.get();
+      tx += w->counters.port[p].tx.get();
+      tx_dropped += w->counters.port[p].tx_dropped.get();
+    }
+    rte_eth_stats hw{};
+    rte_eth_stats_get(port.dpdk_id, &hw);
+    out["ports"].push_back({{"name", port.name},
+                            {"role", port.role == PortRole::Pod ? "pod" : "uplink"},
+                            {"mac", from_ether(port.mac).to_string()},
+                            {"rx", rx},
+                            {"tx", tx - tx_dropped},
+                            {"tx_dropped", tx_dropped},
+                            {"rx_missed", hw.imissed},
+                            {"rx_errors", hw.ierrors},
+                            {"rx_nombuf", hw.rx_nombuf}});
+  }
+  json stages = json::object(), drops = json::object();
+  for (unsigned s = 0; s < kStageCount; ++s) {
+    uint64_t n = 0;
+    for (const auto& w : workers) n += w->counters.stage_packets[s].get();
+    stages[stage_name(static_cast<StageId>(s))] = n;
+  }
+  for (unsigned r = 0; r < kDropReasonCount; ++r) {
+    uint64_t n = 0;
+    for (const auto& w : workers) n += w->counters.drops[r].get();
+    drops[drop_reason_name(static_cast<DropReason>(r))] = n;
+  }
+  out["stages"] = stages;
+  out["drops"] = drops;
+  out["workers"] = json::array();
+  for (const auto& w : workers) {
+    const auto& c = w->counters;
+    const uint64_t pkts = c.busy_packets.get();
+    out["workers"].push_back({{"id", w->id},
+                              {"lcore", w->lcore},
+                              {"polls", c.polls.get()},
+                              {"packets", pkts},
+                              {"cycles_per_packet", pkts ? double(c.busy_cycles.get()) / double(pkts) : 0.0},
+                              {"punted", c.punted.get()},
+                              {"injected", c.injected.get()},
+                              {"learn_events", c.learn_events.get()},
+                              {"learn_queue_full", c.learn_queue_full.get()},
+                              {"idle_sleeps", c.idle_sleeps.get()}});
+  }
+  const auto& cc = control.counters();
+  out["control"] = {{"fdb_entries", tables.fdb.size()},
+                    {"fdb_learned", cc.fdb_learned.get()},
+                    {"fdb_moved", cc.fdb_moved.get()},
+                    {"fdb_aged", cc.fdb_aged.get()},
+                    {"fdb_full", cc.fdb_full.get()},
+                    {"neighbor_entries", tables.neighbors.size()},
+                    {"neighbors_learned", cc.neighbors_learned.get()},
+                    {"neighbors_updated", cc.neighbors_updated.get()},
+                    {"neighbors_expired", cc.neighbors_expired.get()},
+                    {"neighbors_full", cc.neighbors_full.get()},
+                    {"arp_requests_sent", cc.arp_requests_sent.get()},
+                    {"held", cc.held.get()},
+                    {"hold_overflow", cc.hold_overflow.get()},
+                    {"hold_released", cc.hold_released.get()},
+                    {"hold_unresolved", cc.hold_unresolved.get()},
+                    {"pending_resolutions", control.pending_resolutions()},
+                    {"inject_ring_full", cc.inject_ring_full.get()},
+                    {"mbuf_alloc_failed", cc.mbuf_alloc_failed.get()}};
+  return out;
+}
+
+std::string format_summary(const json& s) {
+  std::string out = fmt::format("kdp node {}: summary\n", s["node"].get<std::string>());
+  out += fmt::format("  {:<10} {:<7} {:<18} {:>12} {:>12} {:>10} {:>10}\n", "port", "role", "mac", "rx", "tx",
+                     "tx_drop", "rx_missed");
+  for (const auto& p : s["ports"])
+    out += fmt::format("  {:<10} {:<7} {:<18} {:>12} {:>12} {:>10} {:>10}\n", p["name"].get<std::string>(),
+                       p["role"].get<std::string>(), p["mac"].get<std::string>(), p["rx"].get<uint64_t>(),
+                       p["tx"].get<uint64_t>(), p["tx_dropped"].get<uint64_t>(), p["rx_missed"].get<uint64_t>());
+  out += "  stages:";
+  for (const auto& [name, n] : s["stages"].items()) out += fmt::format(" {}={}", name, n.get<uint64_t>());
+  out += "\n  drops:";
+  bool any = false;
+  for (const auto& [name, n] : s["drops"].items())
+    if (n.get<uint64_t>() != 0) {
+      out += fmt::format(" {}={}", name, n.get<uint64_t>());
+      any = true;
+    }
+  out += any ? "\n" : " none\n";
+  for (const auto& w : s["workers"])
+    out += fmt::format("  worker {} (lcore {}): {} packets, {:.0f} cycles/packet, {} punted, {} injected\n",
+                       w["id"].get<unsigned>(), w["lcore"].get<unsigned>(), w["packets"].get<uint64_t>(),
+                       w["cycles_per_packet"].get<double>(), w["punted"].get<uint64_t>(),
+                       w["injected"].get<uint64_t>());
+  out += "  control:";
+  for (const auto& [name, n] : s["control"].items()) out += fmt::format(" {}={}", name, n.get<uint64_t>());
+  out += "\n";
+  return out;
+}
+
+}  // namespace kdp

@@ -1,0 +1,96 @@
+#include "dataplane/tables.h"
+
+#include <fmt/format.h>
+
+#include <stdexcept>
+
+namespace kdp {
+
+const char* neighbor_state_name(NeighborState s) {
+  switch (s) {
+    case NeighborState::Reachable: return "reachable";
+    case NeighborState::Stale: return "stale";
+    case NeighborState::Probe: return "probe";
+    case NeighborState::Static: return "static";
+  }
+  return "?";
+}
+
+const char* next_hop_kind_name(NextHopKind k) {
+  switch (k) {
+    case NextHopKind::Local: return "local";
+    case NextHopKind::PodNet: return "pod-network";
+    case NextHopKind::Connected: return "connected";
+    case NextHopKind::Gateway: return "gateway";
+  }
+  return "?";
+}
+
+RouteSnapshot::RouteSnapshot(const std::vector<RouteEntry>& routes, uint64_t generation) : routes_(routes) {
+  rte_lpm_config cfg{};
+  cfg.max_rules = std::max<uint32_t>(1024, routes.size() * 2);
+  cfg.number_tbl8s = std::max<uint32_t>(256, routes.size());
+  std::string name = fmt::format("kdp_rt{}", generation);
+  lpm_ = rte_lpm_create(name.c_str(), SOCKET_ID_ANY, &cfg);
+  if (lpm_ == nullptr) throw std::runtime_error("cannot create LPM table " + name);
+  next_hops_.reserve(routes.size());
+  for (const auto& r : routes) {
+    // rte_lpm next hops are 24 bits: an index into next_hops_.
+    if (rte_lpm_add(lpm_, r.prefix.addr, r.prefix.len, static_cast<uint32_t>(next_hops_.size())) != 0) {
+      rte_lpm_free(lpm_);
+      throw std::runtime_error("cannot add route " + r.prefix.to_string());
+    }
+    next_hops_.push_back(r.next_hop);
+  }
+}
+
+RouteSnapshot::~RouteSnapshot() { rte_lpm_free(lpm_); }
+
+NodeTables::NodeTables(const Config& cfg, std::vector<PortInfo> port_infos, unsigned workers)
+    : config(cfg),
+      ports(std::move(port_infos)),
+      rcu(workers),
+      fdb("kdp_fdb", cfg.bridge.fdb_max, rcu),
+      neighbors("kdp_nbr", cfg.neighbor.max, rcu),
+      gateway_ip(to_be32(cfg.node.gateway_ip)),
+      node_ip(to_be32(cfg.node.node_ip)),
+      gateway_mac(to_ether(cfg.node.gateway_mac)) {
+  for (uint16_t i = 0; i < ports.size(); ++i) {
+    if (ports[i].role == PortRole::Pod) pod_ports.push_back(i);
+    else if (first_uplink == kNoPort) first_uplink = i;
+  }
+  publish_routes(std::make_unique<RouteSnapshot>(routes_from_config(), route_generation_++));
+}
+
+NodeTables::~NodeTables() {
+  rcu.drain();
+  delete routes_.load();
+}
+
+uint16_t NodeTables::port_index(const std::string& name) const {
+  for (uint16_t i = 0; i < ports.size(); ++i)
+    if (ports[i].name == name) return i;
+  return kNoPort;
+}
+
+std::vector<RouteEntry> NodeTables::routes_from_config() const {
+  std::vector<RouteEntry> out;
+  const auto& node = config.node;
+  out.push_back({node.pod_cidr, {NextHopKind::PodNet, kNoPort, 0}});
+  out.push_back({{node.gateway_ip, 32}, {NextHopKind::Local, kNoPort, 0}});
+  out.push_back({{node.node_ip, 32}, {NextHopKind::Local, kNoPort, 0}});
+  if (node.node_prefix_len < 32 && first_uplink != kNoPort) {
+    Ipv4Prefix subnet{node.node_ip, node.node_prefix_len};
+    subnet.addr &= subnet.mask();
+    out.push_back({subnet, {NextHopKind::Connected, first_uplink, 0}});
+  }
+  for (const auto& r : config.routes) out.push_back({r.prefix, {NextHopKind::Gateway, port_index(r.port), r.via}});
+  return out;
+}
+
+void NodeTables::publish_routes(std::unique_ptr<RouteSnapshot> snapshot) {
+  const RouteSnapshot* old = routes_.exchange(snapshot.release(), std::memory_order_acq_rel);
+  if (old != nullptr) rcu.defer([old] { delete old; });
+}
+
+}  // namespace kdp

@@ -1,0 +1,23 @@
+// EAL start-up from the [eal], [workers] and [[port]] config.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "ctrl/config.h"
+
+namespace kdp {
+
+// The full rte_eal_init argument list: program name, quiet default log
+// level, the user's [eal] args, lcores from [workers], a unique file prefix
+// and one --vdev (or -a for PCI addresses) per port.
+std::vector<std::string> build_eal_args(const Config& config, const std::string& program, int pid);
+
+// Device name of a port's device string: the part before the first comma.
+std::string device_name(const std::string& device);
+bool is_vdev(const std::string& device);
+
+// Initialises the EAL; throws std::runtime_error with rte_strerror.
+void init_eal(const std::vector<std::string>& args);
+
+}  // namespace kdp
