@@ -1,0 +1,107 @@
+"""Shared helpers for kdp's Python test suites: node configs and kdp runs.
+
+The kdp binary comes from $KDP_BIN (set by meson test), else build/dataplane/kdp.
+"""
+import json
+import os
+import subprocess
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+KDP_BIN = os.environ.get("KDP_BIN", str(REPO / "build" / "dataplane" / "kdp"))
+
+# Node A of the examples: the values tests address packets to.
+NODE = {
+    "name": "node-a",
+    "node_ip": "192.168.50.10",
+    "pod_cidr": "10.244.1.0/24",
+    "gateway_ip": "10.244.1.1",
+    "gateway_mac": "02:00:0a:f4:01:01",
+    "cluster_cidr": "10.244.0.0/16",
+}
+UPLINK_MAC = "02:00:00:00:0a:01"
+
+
+@dataclass
+class Port:
+    name: str
+    role: str    # "uplink" | "pod"
+    device: str  # DPDK device string
+    mac: str | None = None
+
+
+@dataclass
+class NodeConfig:
+    ports: list
+    routes: list = field(default_factory=list)      # [(prefix, via)]
+    neighbors: list = field(default_factory=list)   # [(ip, mac)]
+    node: dict = field(default_factory=lambda: dict(NODE))
+    memory_mb: int = 256
+    lcores: tuple = (1,)
+    extra: str = ""  # raw TOML appended (e.g. "[bridge]\naging_s = 5\n")
+
+    def to_toml(self) -> str:
+        q = json.dumps  # TOML basic strings are JSON-compatible for our values
+        out = ["[node]"] + [f"{k} = {q(v)}" for k, v in self.node.items()]
+        out += ["[eal]", f'args = ["--no-huge", "-m", "{self.memory_mb}", "--no-pci"]',
+                f"file_prefix = {q('kdp-test-' + uuid.uuid4().hex[:12])}"]
+        out += ["[workers]", f"lcores = [{', '.join(str(c) for c in self.lcores)}]"]
+        for p in self.ports:
+            out += ["[[port]]", f"name = {q(p.name)}", f"role = {q(p.role)}", f"device = {q(p.device)}"]
+            if p.mac:
+                out.append(f"mac = {q(p.mac)}")
+        for prefix, via in self.routes:
+            out += ["[[route]]", f"prefix = {q(prefix)}", f"via = {q(via)}"]
+        for ip, mac in self.neighbors:
+            out += ["[[neighbor]]", f"ip = {q(ip)}", f"mac = {q(mac)}"]
+        return "\n".join(out) + "\n" + self.extra
+
+
+@dataclass
+class KdpRun:
+    returncode: int
+    stdout: str
+    stderr: str
+    stats: dict | None
+
+    def drops(self) -> dict:
+        return {k: v for k, v in self.stats["drops"].items() if v}
+
+    def port(self, name: str) -> dict:
+        return next(p for p in self.stats["ports"] if p["name"] == name)
+
+
+def run_kdp(config: NodeConfig, workdir: Path, exit_when_idle_ms: int = 300, timeout: float = 60) -> KdpRun:
+    """Runs kdp until its ports are idle (pcap replay) and returns its stats."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    cfg_path = workdir / "node.toml"
+    cfg_path.write_text(config.to_toml())
+    stats_path = workdir / "stats.json"
+    proc = subprocess.run([KDP_BIN, "--config", str(cfg_path), "--exit-when-idle", str(exit_when_idle_ms),
+                           "--stats-json", str(stats_path)], capture_output=True, text=True, timeout=timeout)
+    stats = json.loads(stats_path.read_text()) if proc.returncode == 0 and stats_path.exists() else None
+    return KdpRun(proc.returncode, proc.stdout, proc.stderr, stats)
+
+
+def start_kdp(config: NodeConfig, workdir: Path) -> tuple[subprocess.Popen, Path]:
+    """Starts kdp in the background (live tests); stop it with stop_kdp()."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    cfg_path = workdir / "node.toml"
+    cfg_path.write_text(config.to_toml())
+    stats_path = workdir / "stats.json"
+    proc = subprocess.Popen([KDP_BIN, "--config", str(cfg_path), "--stats-json", str(stats_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return proc, stats_path
+
+
+def stop_kdp(proc: subprocess.Popen, stats_path: Path, timeout: float = 20) -> KdpRun:
+    proc.terminate()
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    stats = json.loads(stats_path.read_text()) if stats_path.exists() else None
+    return KdpRun(proc.returncode, out, err, stats)
