@@ -7,83 +7,72 @@
 
 namespace kdp {
 
+// What every stage holds: the context of the worker it runs on.
+class StageBase {
+ public:
+  explicit StageBase(WorkerContext& ctx) : ctx_(ctx) {}
+
+ protected:
+  WorkerContext& ctx_;
+};
+
 // ICMP "type" meaning: deliver locally instead of sending an error.
 inline constexpr uint8_t kIcmpLocalDelivery = 0xff;
 
-class Classify final {
+class Classify final : StageBase {
  public:
-  explicit Classify(WorkerContext& ctx) : ctx_(ctx) {}
+  using StageBase::StageBase;
   void process(Burst& burst);
-
- private:
-  WorkerContext& ctx_;
 };
 
-class Bridge final {
+class Bridge final : StageBase {
  public:
-  explicit Bridge(WorkerContext& ctx) : ctx_(ctx) {}
+  using StageBase::StageBase;
   void process(Burst& burst);
-
- private:
-  WorkerContext& ctx_;
 };
 
-class Arp final {
+class Arp final : StageBase {
  public:
-  explicit Arp(WorkerContext& ctx) : ctx_(ctx) {}
+  using StageBase::StageBase;
   void process(Burst& burst);
-
- private:
-  WorkerContext& ctx_;
 };
 
-class Router final {
+class Router final : StageBase {
  public:
-  explicit Router(WorkerContext& ctx) : ctx_(ctx) {}
+  using StageBase::StageBase;
   void process(Burst& burst);
-
- private:
-  WorkerContext& ctx_;
 };
 
-class Icmp final {
+class Icmp final : StageBase {
  public:
-  explicit Icmp(WorkerContext& ctx) : ctx_(ctx) {}
+  using StageBase::StageBase;
   void process(Burst& burst);
 
  private:
   bool reply_echo(rte_mbuf* m);
   bool make_error(rte_mbuf* m, DropReason& why_not);
-  WorkerContext& ctx_;
 };
 
 // Terminal stages: they take the packets out of the pipeline.
-class Output final {
+class Output final : StageBase {
  public:
-  explicit Output(WorkerContext& ctx) : ctx_(ctx) {}
+  using StageBase::StageBase;
   void process(Burst& burst);
 
  private:
   void send(uint16_t port, rte_mbuf* m);
-  WorkerContext& ctx_;
 };
 
-class Punt final {
+class Punt final : StageBase {
  public:
-  explicit Punt(WorkerContext& ctx) : ctx_(ctx) {}
+  using StageBase::StageBase;
   void process(Burst& burst);
-
- private:
-  WorkerContext& ctx_;
 };
 
-class Drop final {
+class Drop final : StageBase {
  public:
-  explicit Drop(WorkerContext& ctx) : ctx_(ctx) {}
+  using StageBase::StageBase;
   void process(Burst& burst);
-
- private:
-  WorkerContext& ctx_;
 };
 
 }  // namespace kdp
