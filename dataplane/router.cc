@@ -57,6 +57,10 @@ void Router::process(Burst& burst) {
       burst.send(i, StageId::Icmp);
       continue;
     }
+    if (hop->kind == NextHopKind::Blackhole) {
+      burst.drop(i, DropReason::MartianDestination);
+      continue;
+    }
     if (hop->kind == NextHopKind::Local) {
       md.icmp_type = kIcmpLocalDelivery;
       burst.send(i, StageId::Icmp);

@@ -22,6 +22,7 @@ const char* next_hop_kind_name(NextHopKind k) {
     case NextHopKind::PodNet: return "pod-network";
     case NextHopKind::Connected: return "connected";
     case NextHopKind::Gateway: return "gateway";
+    case NextHopKind::Blackhole: return "blackhole";
   }
   return "?";
 }
@@ -77,6 +78,9 @@ std::vector<RouteEntry> NodeTables::routes_from_config() const {
   std::vector<RouteEntry> out;
   const auto& node = config.node;
   out.push_back({node.pod_cidr, {NextHopKind::PodNet, kNoPort, 0}});
+  // Directed broadcast into the pod network is dropped, as Linux does by default.
+  out.push_back({{node.pod_cidr.addr, 32}, {NextHopKind::Blackhole, kNoPort, 0}});
+  out.push_back({{node.pod_cidr.addr | ~node.pod_cidr.mask(), 32}, {NextHopKind::Blackhole, kNoPort, 0}});
   out.push_back({{node.gateway_ip, 32}, {NextHopKind::Local, kNoPort, 0}});
   out.push_back({{node.node_ip, 32}, {NextHopKind::Local, kNoPort, 0}});
   if (node.node_prefix_len < 32 && first_uplink != kNoPort) {

@@ -85,6 +85,7 @@ enum class NextHopKind : uint8_t {
   PodNet,     // connected: the node's pod CIDR behind the bridge
   Connected,  // connected: the uplink subnet
   Gateway,    // via a next-hop router on an uplink
+  Blackhole,  // the pod CIDR's network and broadcast addresses: never forwarded
 };
 const char* next_hop_kind_name(NextHopKind k);
 
