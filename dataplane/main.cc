@@ -4,6 +4,7 @@
 #include <rte_eal.h>
 #include <rte_launch.h>
 #include <rte_lcore.h>
+#include <rte_pdump.h>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -51,6 +52,8 @@ int run(const std::string& config_path, int exit_when_idle_ms, const std::string
   using namespace kdp;
   Config config = load_config_file(config_path);
   init_eal(build_eal_args(config, "kdp", getpid()));
+  // Lets dpdk-dumpcap / dpdk-pdump capture kdp's ports (--file-prefix of this instance).
+  if (rte_pdump_init() != 0) fmt::print(stderr, "kdp: packet capture unavailable (rte_pdump_init failed)\n");
 
   const unsigned n_workers = config.workers.lcores.size();
   rte_mempool* pool = create_mbuf_pool(config, n_workers);
@@ -104,6 +107,7 @@ int run(const std::string& config_path, int exit_when_idle_ms, const std::string
   control.poll();
 
   nlohmann::json stats = collect_stats(*tables, workers, control);
+  rte_pdump_uninit();
   stop_ports(tables->ports);
   fmt::print("{}", format_summary(stats));
   if (!stats_json_path.empty()) {
