@@ -24,8 +24,10 @@ bool Icmp::reply_echo(rte_mbuf* m) {
   auto* eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
   auto* ip = reinterpret_cast<rte_ipv4_hdr*>(eth + 1);
   auto* icmp = reinterpret_cast<rte_icmp_hdr*>(reinterpret_cast<uint8_t*>(ip) + m->l3_len);
-  if (meta(m).flags & kFlagFragment || icmp->icmp_type != RTE_IP_ICMP_ECHO_REQUEST || icmp->icmp_code != 0)
-    return false;
+  // Any fragment (later ones, or the first with MF): kdp does not reassemble.
+  const bool fragment =
+      (meta(m).flags & kFlagFragment) || (ip->fragment_offset & rte_cpu_to_be_16(RTE_IPV4_HDR_MF_FLAG));
+  if (fragment || icmp->icmp_type != RTE_IP_ICMP_ECHO_REQUEST || icmp->icmp_code != 0) return false;
   const unsigned frame_len = kEthLen + rte_be_to_cpu_16(ip->total_length);
   if (m->data_len > frame_len) rte_pktmbuf_trim(m, m->data_len - frame_len);
   const uint32_t requester = ip->src_addr;
