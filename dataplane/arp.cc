@@ -39,16 +39,17 @@ void Arp::process(Burst& burst) {
     if (sender != 0 && sender_on_side) {
       const NeighborEntry* known = tables.neighbors.lookup(NeighborKey{sender_ip});
       bool report = for_us;
-      if (known != nullptr && known->state() != NeighborState::Static) {
+      if (known != nullptr && known->state() == NeighborState::Static) {
+        report = false;
+      } else if (known != nullptr) {
         rte_ether_addr known_mac;
         known->mac(known_mac);
-        // A changed MAC, or an answer that confirms an entry being refreshed.
+        // A changed MAC, or ARP aimed at us confirming an entry that is no
+        // longer known reachable.
         report = !rte_is_same_ether_addr(&known_mac, &arp->arp_data.arp_sha) ||
-                 known->state() != NeighborState::Reachable;
-      } else if (known != nullptr) {
-        report = false;
+                 (for_us && known->state() != NeighborState::Reachable);
       }
-      if (report) ctx_.report({LearnEvent::Kind::Neighbor, md.in_port, arp->arp_data.arp_sha, sender_ip});
+      if (report) ctx_.report({LearnEvent::Kind::Neighbor, for_us, md.in_port, arp->arp_data.arp_sha, sender_ip});
     }
 
     if (op != RTE_ARP_OP_REQUEST || !for_us) {

@@ -30,7 +30,7 @@ void Bridge::process(Burst& burst) {
     // Learning: a new source or a MAC move is reported; a known one refreshed.
     if (FdbEntry* e = src_entries[i]; e == nullptr || e->port.load(std::memory_order_relaxed) != in) {
       if (!ctx_.learn_filter.seen(mac_to_u64(eth->src_addr) | uint64_t(in) << 48, ctx_.now_s))
-        ctx_.report({LearnEvent::Kind::Mac, in, eth->src_addr, be32{}});
+        ctx_.report({LearnEvent::Kind::Mac, false, in, eth->src_addr, be32{}});
     } else if (e->last_seen_s.load(std::memory_order_relaxed) != ctx_.now_s) {
       e->last_seen_s.store(ctx_.now_s, std::memory_order_relaxed);
     }

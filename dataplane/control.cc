@@ -70,15 +70,20 @@ void Control::learn_mac(const LearnEvent& ev) {
 
 void Control::learn_neighbor(const LearnEvent& ev) {
   const NeighborKey key{ev.ip};
-  const uint64_t word = NeighborEntry::pack(ev.mac, NeighborState::Reachable);
+  // As Linux: ARP aimed at us confirms the neighbour (reachable); other ARP
+  // only updates a changed MAC, leaving the entry stale until confirmed.
+  const NeighborState state = ev.confirmed ? NeighborState::Reachable : NeighborState::Stale;
+  const uint64_t word = NeighborEntry::pack(ev.mac, state);
   if (NeighborEntry* e = tables_.neighbors.lookup(key)) {
     if (e->state() == NeighborState::Static) return;
-    if (e->mac_state.load(std::memory_order_relaxed) != word) {
-      e->mac_state.store(word, std::memory_order_relaxed);
-      counters_.neighbors_updated.add();
+    rte_ether_addr old_mac;
+    e->mac(old_mac);
+    if (!rte_is_same_ether_addr(&old_mac, &ev.mac)) counters_.neighbors_updated.add();
+    e->mac_state.store(word, std::memory_order_relaxed);
+    if (ev.confirmed) {
+      e->confirmed_s = now_s_;
+      e->probes_sent = 0;
     }
-    e->confirmed_s = now_s_;
-    e->probes_sent = 0;
     e->port = ev.port;
   } else {
     NeighborEntry entry;

@@ -19,6 +19,7 @@ namespace kdp {
 struct LearnEvent {
   enum class Kind : uint8_t { Mac, Neighbor };
   Kind kind;
+  bool confirmed;  // Neighbor: ARP aimed at our address (the host is there now)
   uint16_t port;
   rte_ether_addr mac;
   be32 ip;  // Neighbor only
