@@ -69,8 +69,8 @@ int run(const std::string& config_path, int exit_when_idle_ms, const std::string
     workers.push_back(std::make_unique<WorkerContext>(w, config.workers.lcores[w], *tables, *channels.back()));
     workers.back()->pool = pool;
   }
-  Control control(*tables, channel_ptrs, pool);
-  control.install_static_neighbors();
+  auto control = std::make_unique<Control>(*tables, channel_ptrs, pool);
+  control->install_static_neighbors();
 
   fmt::print(stderr, "kdp: node {} pod_cidr {} gateway {} ({}) node_ip {}\n", config.node.name,
              config.node.pod_cidr.to_string(), ipv4_to_string(config.node.gateway_ip),
@@ -91,7 +91,7 @@ int run(const std::string& config_path, int exit_when_idle_ms, const std::string
   const uint64_t hz_ms = rte_get_tsc_hz() / 1000;
   uint64_t last_packets = 0, last_activity_ms = rte_rdtsc() / hz_ms;
   while (!g_stop.load()) {
-    if (control.poll() == 0) std::this_thread::sleep_for(std::chrono::microseconds(200));
+    if (control->poll() == 0) std::this_thread::sleep_for(std::chrono::microseconds(200));
     if (exit_when_idle_ms > 0) {
       const uint64_t now_ms = rte_rdtsc() / hz_ms;
       const uint64_t packets = total_packets(workers, tables->ports.size());
@@ -104,9 +104,9 @@ int run(const std::string& config_path, int exit_when_idle_ms, const std::string
     }
   }
   rte_eal_mp_wait_lcore();
-  control.poll();
+  control->poll();
 
-  nlohmann::json stats = collect_stats(*tables, workers, control);
+  nlohmann::json stats = collect_stats(*tables, workers, *control);
   rte_pdump_uninit();
   stop_ports(tables->ports);
   fmt::print("{}", format_summary(stats));
@@ -115,6 +115,7 @@ int run(const std::string& config_path, int exit_when_idle_ms, const std::string
     out << stats.dump(2) << "\n";
     if (!out) throw std::runtime_error("cannot write " + stats_json_path);
   }
+  control.reset();  // frees the packets it still holds while their mempool exists
   workers.clear();
   channels.clear();
   tables.reset();

@@ -37,7 +37,20 @@ RouteSnapshot::RouteSnapshot(const std::vector<RouteEntry>& routes, uint64_t gen
   next_hops_.reserve(routes.size());
   for (const auto& r : routes) {
     // rte_lpm next hops are 24 bits: an index into next_hops_.
-    if (rte_lpm_add(lpm_, r.prefix.addr, r.prefix.len, static_cast<uint32_t>(next_hops_.size())) != 0) {
+    const uint32_t hop = static_cast<uint32_t>(next_hops_.size());
+    bool added = true;
+    if (r.prefix.len == 0) {
+      // rte_lpm has no depth 0: a default route is its two /1 halves, except
+      // where a /1 route is already (a later one replaces the half).
+      for (uint32_t half : {0x00000000u, 0x80000000u}) {
+        uint32_t existing;
+        if (rte_lpm_is_rule_present(lpm_, half, 1, &existing) == 0)
+          added = added && rte_lpm_add(lpm_, half, 1, hop) == 0;
+      }
+    } else {
+      added = rte_lpm_add(lpm_, r.prefix.addr, r.prefix.len, hop) == 0;
+    }
+    if (!added) {
       rte_lpm_free(lpm_);
       throw std::runtime_error("cannot add route " + r.prefix.to_string());
     }
