@@ -34,12 +34,9 @@ namespace kdp {
   X(TtlExceeded, "ttl_exceeded")                                            \
   X(NoRoute, "no_route")                                                    \
   X(LocalUnhandled, "local_unhandled")                                      \
-  X(IcmpRateLimited, "icmp_rate_limited")                                   \
-  X(IcmpErrorNotSent, "icmp_error_not_allowed")                             \
   X(PuntRingFull, "punt_ring_full")                                         \
   X(BurstOverflow, "burst_overflow")                                        \
-  X(MbufAllocFailed, "mbuf_alloc_failed")                                   \
-  X(TxRingFull, "tx_ring_full")
+  X(MbufAllocFailed, "mbuf_alloc_failed")
 
 enum class DropReason : uint8_t {
 #define KDP_X(name, text) name,
@@ -67,10 +64,16 @@ struct PortCounters {
   Counter tx_dropped;  // TX ring full
 };
 
+// ICMP errors kdp was asked to send (the packet itself counts once, under
+// its drop reason, whether or not the error went out).
+enum class IcmpErrorOutcome : uint8_t { Sent, NotAllowed, RateLimited, NoHeadroom, Count };
+inline constexpr const char* kIcmpErrorOutcomeNames[] = {"sent", "not_allowed", "rate_limited", "no_headroom"};
+
 struct WorkerCounters {
   std::array<PortCounters, kMaxPorts> port;
   std::array<Counter, 16> stage_packets;  // indexed by StageId
   std::array<Counter, kDropReasonCount> drops;
+  std::array<Counter, static_cast<unsigned>(IcmpErrorOutcome::Count)> icmp_errors;
   Counter punted;
   Counter injected;
   Counter learn_events;

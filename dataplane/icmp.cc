@@ -44,7 +44,7 @@ bool Icmp::reply_echo(rte_mbuf* m) {
   return true;
 }
 
-bool Icmp::make_error(rte_mbuf* m, DropReason& why_not) {
+IcmpErrorOutcome Icmp::make_error(rte_mbuf* m, be32 source) {
   PacketMeta& md = meta(m);
   auto* eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
   auto* ip = reinterpret_cast<rte_ipv4_hdr*>(eth + 1);
@@ -57,23 +57,14 @@ bool Icmp::make_error(rte_mbuf* m, DropReason& why_not) {
     auto* inner = reinterpret_cast<const rte_icmp_hdr*>(reinterpret_cast<uint8_t*>(ip) + m->l3_len);
     allowed = !is_icmp_error_type(inner->icmp_type);
   }
-  if (!allowed) {
-    why_not = DropReason::IcmpErrorNotSent;
-    return false;
-  }
-  if (!ctx_.icmp_errors.take(ctx_.now_s)) {
-    why_not = DropReason::IcmpRateLimited;
-    return false;
-  }
+  if (!allowed) return IcmpErrorOutcome::NotAllowed;
+  if (!ctx_.icmp_errors.take(ctx_.now_s)) return IcmpErrorOutcome::RateLimited;
   const rte_ether_addr requester_mac = eth->src_addr;
   const uint32_t requester_ip = ip->src_addr;
   // Quote as much of the original datagram as fits in 576 bytes.
   unsigned quoted = std::min<unsigned>(rte_be_to_cpu_16(ip->total_length), kIcmpErrorMax - kIpLen - kIcmpLen);
   rte_pktmbuf_trim(m, m->data_len - (kEthLen + quoted));
-  if (rte_pktmbuf_prepend(m, kIpLen + kIcmpLen) == nullptr) {
-    why_not = DropReason::MbufAllocFailed;
-    return false;
-  }
+  if (rte_pktmbuf_prepend(m, kIpLen + kIcmpLen) == nullptr) return IcmpErrorOutcome::NoHeadroom;
   const PortInfo& port = ctx_.tables.ports[md.in_port];
   eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
   eth->dst_addr = requester_mac;
@@ -87,7 +78,7 @@ bool Icmp::make_error(rte_mbuf* m, DropReason& why_not) {
   ip->fragment_offset = 0;
   ip->time_to_live = kDefaultTtl;
   ip->next_proto_id = IPPROTO_ICMP;
-  ip->src_addr = rte_cpu_to_be_32(port.local_ip);
+  ip->src_addr = static_cast<uint32_t>(source);
   ip->dst_addr = requester_ip;
   ip->hdr_checksum = 0;
   ip->hdr_checksum = rte_ipv4_cksum(ip);
@@ -101,13 +92,16 @@ bool Icmp::make_error(rte_mbuf* m, DropReason& why_not) {
   m->l3_len = kIpLen;
   md.l4_proto = IPPROTO_ICMP;
   md.flags = kFlagIpv4;
-  return true;
+  return IcmpErrorOutcome::Sent;
 }
 
 void Icmp::process(Burst& burst) {
   for (unsigned i = 0; i < burst.n; ++i) {
     rte_mbuf* m = burst.pkts[i];
     PacketMeta& md = meta(m);
+    // Errors about forwarded packets come from the ingress side's address;
+    // errors about packets for us, from the address they were sent to.
+    be32 source = to_be32(ctx_.tables.ports[md.in_port].local_ip);
     if (md.icmp_type == kIcmpLocalDelivery) {
       if (md.l4_proto == IPPROTO_ICMP) {
         if (reply_echo(m)) burst.output(i, md.in_port);
@@ -119,13 +113,22 @@ void Icmp::process(Burst& burst) {
         burst.drop(i, DropReason::LocalUnhandled);
         continue;
       }
-      ctx_.counters.drops[static_cast<unsigned>(DropReason::LocalUnhandled)].add();
+      source = load_be32(rte_pktmbuf_mtod_offset(m, uint8_t*, sizeof(rte_ether_hdr) + offsetof(rte_ipv4_hdr, dst_addr)));
+      md.drop_reason = static_cast<uint8_t>(DropReason::LocalUnhandled);
       md.icmp_type = 3;  // destination unreachable: port unreachable
       md.icmp_code = 3;
     }
-    DropReason why_not;
-    if (make_error(m, why_not)) burst.output(i, md.in_port);
-    else burst.drop(i, why_not);
+    // The packet counts once, under the reason that stopped it; the error
+    // sent in its place (or why none was) is counted apart.
+    const auto reason = static_cast<DropReason>(md.drop_reason);
+    const IcmpErrorOutcome outcome = make_error(m, source);
+    ctx_.counters.icmp_errors[static_cast<unsigned>(outcome)].add();
+    if (outcome == IcmpErrorOutcome::Sent) {
+      ctx_.counters.drops[static_cast<unsigned>(reason)].add();
+      burst.output(i, md.in_port);
+    } else {
+      burst.drop(i, reason);
+    }
   }
 }
 

@@ -51,7 +51,7 @@ void Router::process(Burst& burst) {
     }
     const NextHop* hop = hops[i];
     if (hop == nullptr) {
-      ctx_.counters.drops[static_cast<unsigned>(DropReason::NoRoute)].add();
+      md.drop_reason = static_cast<uint8_t>(DropReason::NoRoute);
       md.icmp_type = 3;  // destination unreachable: network unreachable
       md.icmp_code = 0;
       burst.send(i, StageId::Icmp);
@@ -67,7 +67,7 @@ void Router::process(Burst& burst) {
       continue;
     }
     if (ip->time_to_live <= 1) {
-      ctx_.counters.drops[static_cast<unsigned>(DropReason::TtlExceeded)].add();
+      md.drop_reason = static_cast<uint8_t>(DropReason::TtlExceeded);
       md.icmp_type = 11;  // time exceeded in transit
       md.icmp_code = 0;
       burst.send(i, StageId::Icmp);

@@ -50,7 +50,7 @@ class Icmp final : StageBase {
 
  private:
   bool reply_echo(rte_mbuf* m);
-  bool make_error(rte_mbuf* m, DropReason& why_not);
+  IcmpErrorOutcome make_error(rte_mbuf* m, be32 source);
 };
 
 // Terminal stages: they take the packets out of the pipeline.

@@ -47,6 +47,13 @@ json collect_stats(const NodeTables& tables, const std::vector<std::unique_ptr<W
     for (const auto& w : workers) n += w->counters.drops[r].get();
     drops[drop_reason_name(static_cast<DropReason>(r))] = n;
   }
+  json icmp = json::object();
+  for (unsigned o = 0; o < static_cast<unsigned>(IcmpErrorOutcome::Count); ++o) {
+    uint64_t n = 0;
+    for (const auto& w : workers) n += w->counters.icmp_errors[o].get();
+    icmp[kIcmpErrorOutcomeNames[o]] = n;
+  }
+  out["icmp_errors"] = icmp;
   out["stages"] = stages;
   out["drops"] = drops;
   out["workers"] = json::array();
@@ -104,6 +111,9 @@ std::string format_summary(const json& s) {
       any = true;
     }
   out += any ? "\n" : " none\n";
+  out += "  icmp errors:";
+  for (const auto& [name, n] : s["icmp_errors"].items()) out += fmt::format(" {}={}", name, n.get<uint64_t>());
+  out += "\n";
   for (const auto& w : s["workers"])
     out += fmt::format("  worker {} (lcore {}): {} packets, {:.0f} cycles/packet, {} punted, {} injected\n",
                        w["id"].get<unsigned>(), w["lcore"].get<unsigned>(), w["packets"].get<uint64_t>(),

@@ -151,6 +151,7 @@ class DataplaneTest : public ::testing::Test {
 
   uint64_t drops(DropReason r) const { return ctx->counters.drops[static_cast<unsigned>(r)].get(); }
   uint64_t total_drops() const;
+  uint64_t icmp_errors(IcmpErrorOutcome o) const { return ctx->counters.icmp_errors[static_cast<unsigned>(o)].get(); }
   uint64_t stage(StageId s) const { return ctx->counters.stage_packets[static_cast<unsigned>(s)].get(); }
   uint64_t rx(uint16_t port) const { return ctx->counters.port[port].rx.get(); }
   uint64_t tx(uint16_t port) const { return ctx->counters.port[port].tx.get(); }

@@ -364,7 +364,9 @@ TEST_F(RouterTest, NoIcmpErrorAboutIcmpErrorsOrFragments) {
   send(kPod0, ipv4_frame(kGatewayMac, kMacA, icmp_spec, icmp_echo(1, 1, {})));  // an echo is not an error
   poll();
   EXPECT_EQ(drops(DropReason::TtlExceeded), 3u);
-  EXPECT_EQ(drops(DropReason::IcmpErrorNotSent), 2u);
+  EXPECT_EQ(icmp_errors(IcmpErrorOutcome::NotAllowed), 2u);
+  EXPECT_EQ(icmp_errors(IcmpErrorOutcome::Sent), 1u);
+  EXPECT_EQ(total_drops(), 3u);
   std::vector<Bytes> out = sent(kPod0);
   ASSERT_EQ(out.size(), 1u);
   EXPECT_EQ(icmp_of(out[0]).icmp_type, 11);
@@ -381,7 +383,9 @@ TEST_F(RouterRateLimitTest, ThirdErrorInOneSecondDropped) {
     send(kPod0, ipv4_frame(kGatewayMac, kMacA, {.src = kIpA, .dst = kRemotePod, .ttl = 1, .id = id}, udp(1, 2, {})));
   poll();  // one poll: one clock second
   EXPECT_EQ(drops(DropReason::TtlExceeded), 3u);
-  EXPECT_EQ(drops(DropReason::IcmpRateLimited), 1u);
+  EXPECT_EQ(icmp_errors(IcmpErrorOutcome::RateLimited), 1u);
+  EXPECT_EQ(icmp_errors(IcmpErrorOutcome::Sent), 2u);
+  EXPECT_EQ(total_drops(), 3u);
   std::vector<Bytes> out = sent(kPod0);
   ASSERT_EQ(out.size(), 2u);
   // The first two packets got the errors (quoted IP ids 1 and 2).
