@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <cstdio>
 #include <cstring>
 #include <initializer_list>
@@ -12,6 +13,8 @@
 #include <memory>
 
 namespace kdp {
+
+std::string PortRange::to_string() const { return fmt::format("{}-{}", low, high); }
 
 const PortConfig* Config::find_port(std::string_view name) const {
   for (const PortConfig& port : ports)
@@ -26,6 +29,8 @@ constexpr int64_t kMaxLcore = 1023;
 constexpr size_t kMaxNodeNameLen = 63;  // a DNS label, like a Kubernetes node name
 constexpr size_t kMaxPortNameLen = 31;  // fits an interface-style name
 constexpr size_t kMaxFilePrefixLen = 63;
+constexpr size_t kMaxDnsLabelLen = 63;      // Kubernetes namespaces, service and port names
+constexpr unsigned kMaxTimeoutS = 2592000;  // 30 days: longer than any conntrack timeout needs
 
 // EAL options kdp passes itself; a second copy in eal.args would conflict with them.
 struct ReservedEalOption {
@@ -62,6 +67,61 @@ bool is_power_of_two(int64_t value) { return value > 0 && (value & (value - 1)) 
 bool overlaps(const Ipv4Prefix& a, const Ipv4Prefix& b) { return a.contains(b) || b.contains(a); }
 
 Ipv4 broadcast_of(const Ipv4Prefix& prefix) { return prefix.addr | ~prefix.mask(); }
+
+// A lowercase RFC 1123 label, as Kubernetes requires of namespaces and port names.
+bool is_dns_label(std::string_view text) {
+  auto is_lower_alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
+  if (text.empty() || text.size() > kMaxDnsLabelLen) return false;
+  if (!is_lower_alnum(text.front()) || !is_lower_alnum(text.back())) return false;
+  return std::all_of(text.begin(), text.end(), [&](char c) { return is_lower_alnum(c) || c == '-'; });
+}
+
+// Ranges no service address or endpoint may be in: none of them is a unicast
+// peer (Kubernetes' ValidateNonSpecialIP rejects most of them too).
+struct SpecialRange {
+  Ipv4Prefix prefix;
+  std::string_view what;
+};
+constexpr SpecialRange kSpecialRanges[] = {
+    {{0x00000000, 8}, "\"this network\""},  // 0.0.0.0/8
+    {{0x7f000000, 8}, "loopback"},          // 127.0.0.0/8
+    {{0xa9fe0000, 16}, "link-local"},       // 169.254.0.0/16
+    {{0xe0000000, 4}, "multicast"},         // 224.0.0.0/4
+    {{0xf0000000, 4}, "reserved"},          // 240.0.0.0/4, the limited broadcast included
+};
+
+std::optional<std::string> special_address_problem(Ipv4 ip) {
+  for (const SpecialRange& range : kSpecialRanges)
+    if (range.prefix.contains(ip))
+      return fmt::format("must be a unicast address, got {} ({} range {})", ipv4_to_string(ip), range.what,
+                         range.prefix.to_string());
+  return std::nullopt;
+}
+
+// Why `text` is not a strict prefix: host bits set (an easy slip the generic
+// message would hide) or not a prefix at all.
+std::string prefix_problem(const std::string& text) {
+  if (auto network = parse_ipv4_prefix(text, /*strict=*/false))
+    return fmt::format("host bits must be zero: {} (the network is {})", quoted(text), network->to_string());
+  return fmt::format("not an IPv4 prefix (a.b.c.d/len with host bits zero): {}", quoted(text));
+}
+
+// "low-high", decimal, low <= high <= 65535.
+std::optional<PortRange> parse_port_range(std::string_view text) {
+  auto number = [](std::string_view digits) -> std::optional<unsigned> {
+    if (digits.empty() || digits.size() > 5 || (digits.size() > 1 && digits[0] == '0')) return std::nullopt;
+    unsigned value = 0;
+    auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
+    if (ec != std::errc{} || end != digits.data() + digits.size() || value > 65535) return std::nullopt;
+    return value;
+  };
+  size_t dash = text.find('-');
+  if (dash == std::string_view::npos) return std::nullopt;
+  auto low = number(text.substr(0, dash));
+  auto high = number(text.substr(dash + 1));
+  if (!low || !high || *low > *high) return std::nullopt;
+  return PortRange{static_cast<uint16_t>(*low), static_cast<uint16_t>(*high)};
+}
 
 // Reads one table of the file: typed accessors that name the key and its line
 // in every error. `path` is the table's dotted key ("" for the root).
@@ -164,10 +224,7 @@ class TableReader {
     if (!text) return std::nullopt;
     auto prefix = parse_ipv4_prefix(*text);
     if (prefix) return prefix;
-    // Say so when only the host bits are wrong: an easy slip that the generic message hides.
-    if (auto network = parse_ipv4_prefix(*text, /*strict=*/false))
-      fail_at(name, fmt::format("host bits must be zero: {} (the network is {})", quoted(*text), network->to_string()));
-    fail_at(name, fmt::format("not an IPv4 prefix (a.b.c.d/len with host bits zero): {}", quoted(*text)));
+    fail_at(name, prefix_problem(*text));
   }
 
   Ipv4Prefix required_prefix(std::string_view name) const {
@@ -198,12 +255,51 @@ class TableReader {
     return value->as_table();
   }
 
-  // The elements of an array of tables ([[name]]); empty when absent.
-  std::vector<const toml::table*> table_array(std::string_view name, std::string_view hint = {}) const {
+  std::optional<bool> optional_bool(std::string_view name) const {
+    const toml::node* value = find(name);
+    if (!value) return std::nullopt;
+    if (!value->is_boolean()) fail_at(name, "must be true or false");
+    return value->as_boolean()->get();
+  }
+
+  // One of `choices`, spelled as in the file; `fallback` when absent.
+  template <typename Enum, size_t N>
+  Enum choice(std::string_view name, const std::pair<std::string_view, Enum> (&choices)[N], Enum fallback) const {
+    auto text = optional_string(name);
+    if (!text) return fallback;
+    for (const auto& [spelling, value] : choices)
+      if (*text == spelling) return value;
+    std::string listed;  // "\"a\", \"b\" or \"c\""
+    size_t index = 0;
+    for (const auto& choice : choices) {
+      if (index > 0) listed += index + 1 == N ? " or " : ", ";
+      listed += quoted(choice.first);
+      ++index;
+    }
+    fail_at(name, fmt::format("must be {}, got {}", listed, quoted(*text)));
+  }
+
+  // "low-high" with min_low <= low <= high <= 65535; `fallback` when absent.
+  PortRange port_range(std::string_view name, unsigned min_low, PortRange fallback) const {
+    auto text = optional_string(name);
+    if (!text) return fallback;
+    auto range = parse_port_range(*text);
+    if (!range || range->low < min_low)
+      fail_at(name,
+              fmt::format("must be \"low-high\" with {} <= low <= high <= 65535, got {}", min_low, quoted(*text)));
+    return *range;
+  }
+
+  // The elements of an array of tables ([[name]]); empty when absent. `header`
+  // names the table header in messages when it differs from the key
+  // ("service.port" for service[2].port).
+  std::vector<const toml::table*> table_array(std::string_view name, std::string_view hint = {},
+                                              std::string_view header = {}) const {
     std::vector<const toml::table*> tables;
     const toml::node* value = find(name);
     if (!value) return tables;
-    std::string problem = fmt::format("must be an array of tables ([[{}]]){}", key(name), hint);
+    std::string problem =
+        fmt::format("must be an array of tables ([[{}]]){}", header.empty() ? key(name) : std::string(header), hint);
     if (!value->is_array()) fail_at(name, problem);
     for (const toml::node& element : *value->as_array()) {
       if (!element.is_table()) fail_at(name, problem);
@@ -225,6 +321,41 @@ class TableReader {
       elements.push_back(element.as<T>());
     }
     return elements;
+  }
+
+  // An element of an array value, with the line it is on.
+  template <typename T>
+  struct Element {
+    T value;
+    toml::source_index line;
+  };
+
+  [[noreturn]] void fail_element(std::string_view name, size_t index, toml::source_index line,
+                                 std::string_view problem) const {
+    fail(source_, line, index_key(key(name), index), problem);
+  }
+
+  std::vector<Element<Ipv4>> ipv4_array(std::string_view name) const {
+    std::vector<Element<Ipv4>> ips;
+    auto strings = typed_array<std::string>(name, "strings");
+    for (size_t i = 0; i < strings.size(); ++i) {
+      auto ip = parse_ipv4(strings[i]->get());
+      if (!ip)
+        fail_element(name, i, line_of(*strings[i]), fmt::format("not an IPv4 address: {}", quoted(strings[i]->get())));
+      ips.push_back({*ip, line_of(*strings[i])});
+    }
+    return ips;
+  }
+
+  std::vector<Element<Ipv4Prefix>> prefix_array(std::string_view name) const {
+    std::vector<Element<Ipv4Prefix>> prefixes;
+    auto strings = typed_array<std::string>(name, "strings");
+    for (size_t i = 0; i < strings.size(); ++i) {
+      auto prefix = parse_ipv4_prefix(strings[i]->get());
+      if (!prefix) fail_element(name, i, line_of(*strings[i]), prefix_problem(strings[i]->get()));
+      prefixes.push_back({*prefix, line_of(*strings[i])});
+    }
+    return prefixes;
   }
 
  private:
@@ -506,6 +637,351 @@ void read_static_neighbors(const TableReader& root, const Config& config, std::v
   }
 }
 
+void read_conntrack(const TableReader& root, Config::Conntrack& conntrack) {
+  TableReader table = section(root, "conntrack");
+  table.reject_unknown_keys({"max_flows", "tcp_syn_sent_s", "tcp_syn_recv_s", "tcp_established_s", "tcp_fin_wait_s",
+                             "tcp_close_wait_s", "tcp_last_ack_s", "tcp_time_wait_s", "tcp_close_s", "udp_s",
+                             "udp_stream_s", "icmp_s"});
+  conntrack.max_flows = table.uint("max_flows", 1024, 67108864, conntrack.max_flows);
+  auto timeout = [&](std::string_view name, unsigned& value) { value = table.uint(name, 1, kMaxTimeoutS, value); };
+  timeout("tcp_syn_sent_s", conntrack.tcp_syn_sent_s);
+  timeout("tcp_syn_recv_s", conntrack.tcp_syn_recv_s);
+  timeout("tcp_established_s", conntrack.tcp_established_s);
+  timeout("tcp_fin_wait_s", conntrack.tcp_fin_wait_s);
+  timeout("tcp_close_wait_s", conntrack.tcp_close_wait_s);
+  timeout("tcp_last_ack_s", conntrack.tcp_last_ack_s);
+  timeout("tcp_time_wait_s", conntrack.tcp_time_wait_s);
+  timeout("tcp_close_s", conntrack.tcp_close_s);
+  timeout("udp_s", conntrack.udp_s);
+  timeout("udp_stream_s", conntrack.udp_stream_s);
+  timeout("icmp_s", conntrack.icmp_s);
+}
+
+constexpr std::pair<std::string_view, LbAlgorithm> kLbAlgorithms[] = {
+    {"random", LbAlgorithm::Random}, {"round_robin", LbAlgorithm::RoundRobin}, {"maglev", LbAlgorithm::Maglev}};
+
+void read_nat(const TableReader& root, Config::Nat& nat) {
+  TableReader table = section(root, "nat");
+  table.reject_unknown_keys(
+      {"masquerade_egress", "masquerade_all", "non_masquerade_cidrs", "snat_ports", "node_port_range", "lb_algorithm"});
+  nat.masquerade_egress = table.optional_bool("masquerade_egress").value_or(nat.masquerade_egress);
+  nat.masquerade_all = table.optional_bool("masquerade_all").value_or(nat.masquerade_all);
+  for (const auto& cidr : table.prefix_array("non_masquerade_cidrs")) nat.non_masquerade_cidrs.push_back(cidr.value);
+  // A typo'd switch must not look like a working exception list.
+  if (!nat.masquerade_egress && !nat.non_masquerade_cidrs.empty())
+    table.fail_at("non_masquerade_cidrs", "has no effect when nat.masquerade_egress is false");
+
+  // Below 1024 a SNAT'd source port would pass for a privileged one.
+  nat.snat_ports = table.port_range("snat_ports", 1024, nat.snat_ports);
+  nat.node_port_range = table.port_range("node_port_range", 1, nat.node_port_range);
+  // A reply to a SNAT'd connection arrives at node_ip on its SNAT port, where
+  // a node port would claim it as a new connection.
+  if (nat.snat_ports.overlaps(nat.node_port_range)) {
+    if (table.find("node_port_range"))
+      table.fail_at("node_port_range", fmt::format("{} overlaps nat.snat_ports {}", nat.node_port_range.to_string(),
+                                                   nat.snat_ports.to_string()));
+    table.fail_at("snat_ports", fmt::format("{} overlaps nat.node_port_range {}", nat.snat_ports.to_string(),
+                                            nat.node_port_range.to_string()));
+  }
+  nat.lb_algorithm = table.choice("lb_algorithm", kLbAlgorithms, nat.lb_algorithm);
+}
+
+// ---- [[service]] ----------------------------------------------------------
+
+std::string service_ref(size_t index, std::string_view name) {
+  return fmt::format("service[{}] ({})", index, quoted(name));
+}
+
+// external_ips or load_balancer_ips: unicast, outside the pod network, each listed once.
+std::vector<TableReader::Element<Ipv4>> read_frontend_ips(const TableReader& table, std::string_view name,
+                                                          const Config::Node& node) {
+  auto ips = table.ipv4_array(name);
+  for (size_t k = 0; k < ips.size(); ++k) {
+    Ipv4 ip = ips[k].value;
+    if (auto problem = special_address_problem(ip)) table.fail_element(name, k, ips[k].line, *problem);
+    if (node.cluster_cidr.contains(ip))
+      table.fail_element(
+          name, k, ips[k].line,
+          fmt::format("{} is inside node.cluster_cidr {}", ipv4_to_string(ip), node.cluster_cidr.to_string()));
+    for (size_t m = 0; m < k; ++m)
+      if (ips[m].value == ip)
+        table.fail_element(
+            name, k, ips[k].line,
+            fmt::format("{} is already listed in {}", ipv4_to_string(ip), index_key(table.key(name), m)));
+  }
+  return ips;
+}
+
+void read_service_cluster_ip(const TableReader& table, const Config& config, const std::vector<ServiceConfig>& services,
+                             ServiceConfig& service) {
+  const Config::Node& node = config.node;
+  if (table.optional_string("cluster_ip") == "None")
+    table.fail_at("cluster_ip", "headless services (\"None\") have no cluster IP to serve; leave them out");
+  service.cluster_ip = table.required_ipv4("cluster_ip");
+  std::string ip_text = ipv4_to_string(service.cluster_ip);
+  if (auto problem = special_address_problem(service.cluster_ip)) table.fail_at("cluster_ip", *problem);
+  if (node.service_cidr) {
+    if (!node.service_cidr->contains(service.cluster_ip))
+      table.fail_at("cluster_ip",
+                    fmt::format("{} is outside node.service_cidr {}", ip_text, node.service_cidr->to_string()));
+  } else {
+    // Without a service range, at least keep clear of the pods and the node.
+    if (node.cluster_cidr.contains(service.cluster_ip))
+      table.fail_at("cluster_ip",
+                    fmt::format("{} is inside node.cluster_cidr {}", ip_text, node.cluster_cidr.to_string()));
+    if (service.cluster_ip == node.node_ip)
+      table.fail_at("cluster_ip", fmt::format("{} is this node's own address (node.node_ip)", ip_text));
+  }
+  for (size_t j = 0; j < services.size(); ++j)
+    if (services[j].cluster_ip == service.cluster_ip)
+      table.fail_at("cluster_ip",
+                    fmt::format("{} is already the cluster IP of {}", ip_text, service_ref(j, services[j].name)));
+}
+
+// Node ports are unique per protocol across all services: they all share node_ip.
+void check_node_port_unused(const TableReader& port_table, const ServicePortConfig& port,
+                            const std::vector<ServiceConfig>& services, const ServiceConfig& service,
+                            size_t service_index) {
+  auto uses = [&](const ServiceConfig& other) {
+    return std::any_of(other.ports.begin(), other.ports.end(), [&](const ServicePortConfig& used) {
+      return used.node_port == port.node_port && used.protocol == port.protocol;
+    });
+  };
+  for (size_t j = 0; j <= services.size(); ++j) {
+    const ServiceConfig& other = j < services.size() ? services[j] : service;
+    if (uses(other))
+      port_table.fail_at("node_port",
+                         fmt::format("{}/{} is already used by {}", port.node_port, to_string(port.protocol),
+                                     service_ref(j < services.size() ? j : service_index, other.name)));
+  }
+}
+
+void read_service_ports(const TableReader& table, const Config& config, const std::vector<ServiceConfig>& services,
+                        ServiceConfig& service) {
+  const size_t service_index = services.size();
+  auto tables = table.table_array("port", "", "service.port");
+  if (tables.empty()) table.fail_at("port", "at least one [[service.port]] is required");
+  for (size_t p = 0; p < tables.size(); ++p) {
+    TableReader port_table(table.source(), *tables[p], index_key(table.key("port"), p));
+    port_table.reject_unknown_keys({"name", "protocol", "port", "target_port", "node_port"});
+    ServicePortConfig port;
+
+    // Kubernetes: a lone port may go unnamed; several need unique names.
+    if (auto name = port_table.optional_string("name")) {
+      if (!is_dns_label(*name))
+        port_table.fail_at("name", fmt::format("must be a DNS label (lowercase letters, digits and '-', at most {} "
+                                               "characters, starting and ending with a letter or digit), got {}",
+                                               kMaxDnsLabelLen, quoted(*name)));
+      for (size_t q = 0; q < service.ports.size(); ++q)
+        if (service.ports[q].name == *name)
+          port_table.fail_at(
+              "name", fmt::format("{} is already the name of {}", quoted(*name), index_key(table.key("port"), q)));
+      port.name = *name;
+    } else if (tables.size() > 1) {
+      port_table.fail_at("name", "required when a service has several ports");
+    }
+
+    port.protocol = port_table.choice(
+        "protocol", {{"TCP", L4Proto::Tcp}, {"UDP", L4Proto::Udp}, {"SCTP", L4Proto::Sctp}}, L4Proto::Tcp);
+
+    if (!port_table.find("port")) port_table.fail_at("port", "required key is missing");
+    port.port = static_cast<uint16_t>(port_table.uint("port", 1, 65535, 0));
+    for (size_t q = 0; q < service.ports.size(); ++q)
+      if (service.ports[q].port == port.port && service.ports[q].protocol == port.protocol)
+        port_table.fail_at("port", fmt::format("{}/{} is already used by {}", port.port, to_string(port.protocol),
+                                               index_key(table.key("port"), q)));
+    port.target_port = static_cast<uint16_t>(port_table.uint("target_port", 1, 65535, port.port));
+
+    if (port_table.find("node_port")) {
+      if (service.type == ServiceType::ClusterIP)
+        port_table.fail_at("node_port", "type \"ClusterIP\" services have no node ports");
+      int64_t node_port = port_table.integer("node_port", 1, 65535, 0);
+      const PortRange& range = config.nat.node_port_range;
+      if (!range.contains(static_cast<unsigned>(node_port)))
+        port_table.fail_at("node_port",
+                           fmt::format("{} is outside nat.node_port_range {}", node_port, range.to_string()));
+      port.node_port = static_cast<uint16_t>(node_port);
+      check_node_port_unused(port_table, port, services, service, service_index);
+    } else if (service.type != ServiceType::ClusterIP) {
+      // LoadBalancer services get node ports too, as in Kubernetes.
+      port_table.fail_at("node_port", fmt::format("required for type {} services (kdp does not allocate node ports)",
+                                                  quoted(to_string(service.type))));
+    }
+    service.ports.push_back(std::move(port));
+  }
+}
+
+// Where an endpoint address was given, for the checks made once all services are read.
+struct EndpointSite {
+  Ipv4 ip;
+  std::string key;
+  toml::source_index line;
+};
+
+void read_service_endpoints(const TableReader& table, const Config& config, ServiceConfig& service,
+                            std::vector<EndpointSite>& sites) {
+  const Config::Node& node = config.node;
+  auto tables = table.table_array("endpoint", "", "service.endpoint");
+  for (size_t e = 0; e < tables.size(); ++e) {
+    TableReader endpoint_table(table.source(), *tables[e], index_key(table.key("endpoint"), e));
+    endpoint_table.reject_unknown_keys({"ip", "node", "ready", "serving", "terminating"});
+    EndpointConfig endpoint;
+
+    // Any unicast address: pods, host-network pods (node addresses) and
+    // endpoints outside the cluster alike; never a service address.
+    endpoint.ip = endpoint_table.required_ipv4("ip");
+    std::string ip_text = ipv4_to_string(endpoint.ip);
+    if (auto problem = special_address_problem(endpoint.ip)) endpoint_table.fail_at("ip", *problem);
+    if (node.service_cidr && node.service_cidr->contains(endpoint.ip))
+      endpoint_table.fail_at("ip",
+                             fmt::format("{} is inside node.service_cidr {}", ip_text, node.service_cidr->to_string()));
+    for (size_t f = 0; f < service.endpoints.size(); ++f)
+      if (service.endpoints[f].ip == endpoint.ip)
+        endpoint_table.fail_at("ip",
+                               fmt::format("{} is already listed in {}", ip_text, index_key(table.key("endpoint"), f)));
+    sites.push_back({endpoint.ip, endpoint_table.key("ip"), line_of(*endpoint_table.find("ip"))});
+
+    endpoint.node = endpoint_table.name_string("node", kMaxNodeNameLen, /*required=*/false);
+    endpoint.ready = endpoint_table.optional_bool("ready").value_or(true);
+    endpoint.serving = endpoint_table.optional_bool("serving").value_or(endpoint.ready);
+    // EndpointSlice: serving is ready regardless of terminating, so ready implies serving.
+    if (endpoint.ready && !endpoint.serving)
+      endpoint_table.fail_at("serving", "must be true when ready is true (a ready endpoint is serving)");
+    endpoint.terminating = endpoint_table.optional_bool("terminating").value_or(false);
+    service.endpoints.push_back(std::move(endpoint));
+  }
+}
+
+// Where a service frontend comes from, to name the key when two collide.
+struct FrontendSite {
+  ServiceKey key;
+  FrontendKind kind;
+  size_t service;
+  std::string config_key;
+  toml::source_index line;
+};
+
+// Every (address, protocol, port) a packet can be matched on belongs to one
+// frontend only: an external IP equal to another service's cluster IP, or to
+// node_ip with a port some service uses as a node port, would be ambiguous.
+void check_frontends_unique(const TableReader& table, const Config& config, const std::vector<ServiceConfig>& services,
+                            const ServiceConfig& service, std::vector<FrontendSite>& accepted) {
+  const size_t index = services.size();
+  std::vector<FrontendSite> sites;
+  for (const ServicePortConfig& port : service.ports)
+    sites.push_back({{service.cluster_ip, port.protocol, port.port},
+                     FrontendKind::ClusterIP,
+                     index,
+                     table.key("cluster_ip"),
+                     line_of(*table.find("cluster_ip"))});
+  auto port_tables = table.table_array("port");
+  for (size_t p = 0; p < service.ports.size(); ++p)
+    if (const ServicePortConfig& port = service.ports[p]; port.node_port != 0)
+      sites.push_back({{config.node.node_ip, port.protocol, port.node_port},
+                       FrontendKind::NodePort,
+                       index,
+                       fmt::format("{}.node_port", index_key(table.key("port"), p)),
+                       line_of(*port_tables[p]->get("node_port"))});
+  for (auto [name, kind] : {std::pair{"external_ips", FrontendKind::ExternalIP},
+                            std::pair{"load_balancer_ips", FrontendKind::LoadBalancerIP}}) {
+    auto ips = table.ipv4_array(name);
+    for (size_t k = 0; k < ips.size(); ++k)
+      for (const ServicePortConfig& port : service.ports)
+        sites.push_back(
+            {{ips[k].value, port.protocol, port.port}, kind, index, index_key(table.key(name), k), ips[k].line});
+  }
+
+  for (FrontendSite& site : sites) {
+    for (const FrontendSite& other : accepted)
+      if (other.key == site.key) {
+        std::string_view owner = other.service < services.size() ? services[other.service].name : service.name;
+        fail(table.source(), site.line, site.config_key,
+             fmt::format("{} is already served by {} as its {}", site.key.to_string(),
+                         service_ref(other.service, owner), to_string(other.kind)));
+      }
+    accepted.push_back(std::move(site));
+  }
+}
+
+void read_services(const TableReader& root, const Config& config, std::vector<ServiceConfig>& services) {
+  const Config::Node& node = config.node;
+  std::vector<EndpointSite> endpoint_sites;
+  std::vector<FrontendSite> frontends;
+
+  auto tables = root.table_array("service");
+  for (size_t i = 0; i < tables.size(); ++i) {
+    TableReader table(root.source(), *tables[i], index_key("service", i));
+    table.reject_unknown_keys({"name", "type", "cluster_ip", "external_ips", "load_balancer_ips",
+                               "load_balancer_source_ranges", "external_traffic_policy", "internal_traffic_policy",
+                               "session_affinity", "session_affinity_timeout_s", "lb_algorithm", "port", "endpoint"});
+    ServiceConfig service;
+
+    service.name = table.required_string("name");
+    size_t slash = service.name.find('/');
+    if (slash == std::string::npos || !is_dns_label(std::string_view(service.name).substr(0, slash)) ||
+        !is_dns_label(std::string_view(service.name).substr(slash + 1)))
+      table.fail_at("name", fmt::format("must be \"namespace/name\", each a DNS label (lowercase letters, digits and "
+                                        "'-', at most {} characters), got {}",
+                                        kMaxDnsLabelLen, quoted(service.name)));
+    for (size_t j = 0; j < services.size(); ++j)
+      if (services[j].name == service.name)
+        table.fail_at("name", fmt::format("{} is already the name of service[{}]", quoted(service.name), j));
+
+    service.type = table.choice("type",
+                                {{"ClusterIP", ServiceType::ClusterIP},
+                                 {"NodePort", ServiceType::NodePort},
+                                 {"LoadBalancer", ServiceType::LoadBalancer}},
+                                ServiceType::ClusterIP);
+    read_service_cluster_ip(table, config, services, service);
+
+    for (const auto& ip : read_frontend_ips(table, "external_ips", node)) service.external_ips.push_back(ip.value);
+    if (service.type != ServiceType::LoadBalancer && !table.ipv4_array("load_balancer_ips").empty())
+      table.fail_at("load_balancer_ips", "only type \"LoadBalancer\" services have load balancer IPs");
+    for (const auto& ip : read_frontend_ips(table, "load_balancer_ips", node))
+      service.load_balancer_ips.push_back(ip.value);
+    for (const auto& range : table.prefix_array("load_balancer_source_ranges"))
+      service.load_balancer_source_ranges.push_back(range.value);
+    // kube-proxy applies source ranges to load balancer IPs only.
+    if (!service.load_balancer_source_ranges.empty() && service.load_balancer_ips.empty())
+      table.fail_at("load_balancer_source_ranges", "has no effect without load_balancer_ips");
+
+    constexpr std::pair<std::string_view, TrafficPolicy> policies[] = {{"Cluster", TrafficPolicy::Cluster},
+                                                                       {"Local", TrafficPolicy::Local}};
+    service.external_traffic_policy = table.choice("external_traffic_policy", policies, TrafficPolicy::Cluster);
+    // The external policy governs node ports, load balancer IPs and external IPs only.
+    if (service.external_traffic_policy == TrafficPolicy::Local && service.type == ServiceType::ClusterIP &&
+        service.external_ips.empty())
+      table.fail_at("external_traffic_policy",
+                    "\"Local\" applies to node ports, load balancer IPs and external IPs; this \"ClusterIP\" service "
+                    "has no external_ips");
+    service.internal_traffic_policy = table.choice("internal_traffic_policy", policies, TrafficPolicy::Cluster);
+
+    service.session_affinity =
+        table.choice("session_affinity", {{"None", SessionAffinity::None}, {"ClientIP", SessionAffinity::ClientIP}},
+                     SessionAffinity::None);
+    // As the Kubernetes API: a timeout without affinity is a mistake, not a no-op.
+    if (table.find("session_affinity_timeout_s") && service.session_affinity == SessionAffinity::None)
+      table.fail_at("session_affinity_timeout_s", "only applies with session_affinity = \"ClientIP\"");
+    service.session_affinity_timeout_s =
+        table.uint("session_affinity_timeout_s", 1, 86400, service.session_affinity_timeout_s);
+    if (table.find("lb_algorithm"))
+      service.lb_algorithm = table.choice("lb_algorithm", kLbAlgorithms, config.nat.lb_algorithm);
+
+    read_service_ports(table, config, services, service);
+    read_service_endpoints(table, config, service, endpoint_sites);
+    check_frontends_unique(table, config, services, service, frontends);
+    services.push_back(std::move(service));
+  }
+
+  // Endpoints are never service addresses; without node.service_cidr only
+  // the cluster IPs themselves say which those are.
+  for (const EndpointSite& site : endpoint_sites)
+    for (size_t j = 0; j < services.size(); ++j)
+      if (services[j].cluster_ip == site.ip)
+        fail(root.source(), site.line, site.key,
+             fmt::format("{} is the cluster IP of {}", ipv4_to_string(site.ip), service_ref(j, services[j].name)));
+}
+
 }  // namespace
 
 Config parse_config(std::string_view toml_text, std::string_view source_name) {
@@ -520,8 +996,8 @@ Config parse_config(std::string_view toml_text, std::string_view source_name) {
   Config config;
   config.source = std::string(source_name);
   TableReader root(source_name, document, "", /*is_root=*/true);
-  root.reject_unknown_keys(
-      {"node", "eal", "workers", "mbufs", "dataplane", "bridge", "neighbors", "port", "route", "neighbor"});
+  root.reject_unknown_keys({"node", "eal", "workers", "mbufs", "dataplane", "bridge", "neighbors", "conntrack", "nat",
+                            "port", "route", "neighbor", "service"});
 
   // Sections in schema order; later ones refer back to node and ports.
   read_node(root, config.node);
@@ -534,6 +1010,9 @@ Config parse_config(std::string_view toml_text, std::string_view source_name) {
   read_ports(root, config.ports);
   read_routes(root, config, config.routes);
   read_static_neighbors(root, config, config.neighbors);
+  read_conntrack(root, config.conntrack);
+  read_nat(root, config.nat);
+  read_services(root, config, config.services);
   return config;
 }
 

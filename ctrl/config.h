@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "ctrl/net_types.h"
+#include "ctrl/services.h"
 
 namespace kdp {
 
@@ -41,6 +42,17 @@ struct NeighborConfig {
   MacAddr mac;
   std::string port;  // port the neighbour sits behind; when omitted: the uplink for
                      // addresses outside pod_cidr, the bridge for pod addresses
+};
+
+// An inclusive range of L4 ports, "low-high" in the file.
+struct PortRange {
+  uint16_t low = 0;
+  uint16_t high = 0;
+
+  bool operator==(const PortRange&) const = default;
+  bool contains(unsigned port) const { return port >= low && port <= high; }
+  bool overlaps(const PortRange& other) const { return low <= other.high && other.low <= high; }
+  std::string to_string() const;  // "32768-60999"
 };
 
 struct Config {
@@ -94,9 +106,36 @@ struct Config {
     unsigned retry_ms = 1000;
   } neighbor;
 
+  // Connection tracking. Timeouts in seconds, defaulting to what kube-proxy
+  // sets the kernel's nf_conntrack to (and the kernel's own defaults).
+  struct Conntrack {
+    unsigned max_flows = 1048576;
+    unsigned tcp_syn_sent_s = 120;
+    unsigned tcp_syn_recv_s = 60;
+    unsigned tcp_established_s = 86400;
+    unsigned tcp_fin_wait_s = 120;
+    unsigned tcp_close_wait_s = 3600;
+    unsigned tcp_last_ack_s = 30;
+    unsigned tcp_time_wait_s = 120;
+    unsigned tcp_close_s = 10;
+    unsigned udp_s = 30;          // unreplied
+    unsigned udp_stream_s = 120;  // replied (assured)
+    unsigned icmp_s = 30;
+  } conntrack;
+
+  struct Nat {
+    bool masquerade_egress = true;                   // SNAT pod traffic leaving the cluster CIDR to node_ip
+    bool masquerade_all = false;                     // kube-proxy --masquerade-all: SNAT pod traffic to cluster IPs too
+    std::vector<Ipv4Prefix> non_masquerade_cidrs;    // egress destinations kept unmasqueraded
+    PortRange snat_ports{32768, 60999};              // source ports for SNAT to node_ip (Linux's ephemeral range)
+    PortRange node_port_range{30000, 32767};         // kube-apiserver --service-node-port-range
+    LbAlgorithm lb_algorithm = LbAlgorithm::Random;  // per service unless set there
+  } nat;
+
   std::vector<PortConfig> ports;
   std::vector<RouteConfig> routes;
   std::vector<NeighborConfig> neighbors;
+  std::vector<ServiceConfig> services;
 
   const PortConfig* find_port(std::string_view name) const;
 };

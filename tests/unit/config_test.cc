@@ -2,6 +2,7 @@
 // rule, each with its exact message, plus the address parsers it relies on.
 #include "ctrl/config.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -665,6 +666,625 @@ TEST(ConfigTest, StaticNeighborRules) {
   EXPECT_EQ(error_of(append(kMinimal, first + "port = \"pod7\"\n")),
             "node.toml:15: neighbor[0].port: no [[port]] is named \"pod7\"");
   EXPECT_EQ(error_of(append(kMinimal, first + "vlan = 5\n")), "node.toml:15: neighbor[0].vlan: unknown key");
+}
+
+// ---- [conntrack] ----------------------------------------------------------
+
+TEST(ConfigTest, ConntrackAndNatDefaults) {
+  const Config config = parse_config(kMinimal, "node.toml");
+  const Config::Conntrack& conntrack = config.conntrack;
+  EXPECT_EQ(conntrack.max_flows, 1048576u);
+  EXPECT_EQ(conntrack.tcp_syn_sent_s, 120u);
+  EXPECT_EQ(conntrack.tcp_syn_recv_s, 60u);
+  EXPECT_EQ(conntrack.tcp_established_s, 86400u);
+  EXPECT_EQ(conntrack.tcp_fin_wait_s, 120u);
+  EXPECT_EQ(conntrack.tcp_close_wait_s, 3600u);
+  EXPECT_EQ(conntrack.tcp_last_ack_s, 30u);
+  EXPECT_EQ(conntrack.tcp_time_wait_s, 120u);
+  EXPECT_EQ(conntrack.tcp_close_s, 10u);
+  EXPECT_EQ(conntrack.udp_s, 30u);
+  EXPECT_EQ(conntrack.udp_stream_s, 120u);
+  EXPECT_EQ(conntrack.icmp_s, 30u);
+
+  const Config::Nat& nat = config.nat;
+  EXPECT_TRUE(nat.masquerade_egress);
+  EXPECT_FALSE(nat.masquerade_all);
+  EXPECT_TRUE(nat.non_masquerade_cidrs.empty());
+  EXPECT_EQ(nat.snat_ports, (PortRange{32768, 60999}));
+  EXPECT_EQ(nat.node_port_range, (PortRange{30000, 32767}));
+  EXPECT_EQ(nat.lb_algorithm, LbAlgorithm::Random);
+  EXPECT_TRUE(config.services.empty());
+}
+
+TEST(ConfigTest, ConntrackSetsEveryField) {
+  const Config conntrack_config = parse_config(append(kMinimal, R"([conntrack]
+max_flows = 1024
+tcp_syn_sent_s = 1
+tcp_syn_recv_s = 2
+tcp_established_s = 2592000
+tcp_fin_wait_s = 4
+tcp_close_wait_s = 5
+tcp_last_ack_s = 6
+tcp_time_wait_s = 7
+tcp_close_s = 8
+udp_s = 9
+udp_stream_s = 10
+icmp_s = 11
+)"),
+                                               "node.toml");
+  const Config::Conntrack& conntrack = conntrack_config.conntrack;
+  EXPECT_EQ(conntrack.max_flows, 1024u);
+  EXPECT_EQ(conntrack.tcp_syn_sent_s, 1u);
+  EXPECT_EQ(conntrack.tcp_syn_recv_s, 2u);
+  EXPECT_EQ(conntrack.tcp_established_s, 2592000u);
+  EXPECT_EQ(conntrack.tcp_fin_wait_s, 4u);
+  EXPECT_EQ(conntrack.tcp_close_wait_s, 5u);
+  EXPECT_EQ(conntrack.tcp_last_ack_s, 6u);
+  EXPECT_EQ(conntrack.tcp_time_wait_s, 7u);
+  EXPECT_EQ(conntrack.tcp_close_s, 8u);
+  EXPECT_EQ(conntrack.udp_s, 9u);
+  EXPECT_EQ(conntrack.udp_stream_s, 10u);
+  EXPECT_EQ(conntrack.icmp_s, 11u);
+}
+
+TEST(ConfigTest, ConntrackRules) {
+  auto conntrack = [](std::string_view line) {
+    return error_of(append(kMinimal, "[conntrack]\n" + std::string(line) + "\n"));
+  };
+  EXPECT_EQ(conntrack("max_flows = 1023"),
+            "node.toml:13: conntrack.max_flows: must be between 1024 and 67108864, got 1023");
+  EXPECT_EQ(conntrack("max_flows = 67108865"),
+            "node.toml:13: conntrack.max_flows: must be between 1024 and 67108864, got 67108865");
+  EXPECT_EQ(conntrack("max_flows = 67108864"), "(accepted)");
+  for (std::string_view timeout :
+       {"tcp_syn_sent_s", "tcp_syn_recv_s", "tcp_established_s", "tcp_fin_wait_s", "tcp_close_wait_s", "tcp_last_ack_s",
+        "tcp_time_wait_s", "tcp_close_s", "udp_s", "udp_stream_s", "icmp_s"}) {
+    EXPECT_EQ(conntrack(std::string(timeout) + " = 0"),
+              "node.toml:13: conntrack." + std::string(timeout) + ": must be between 1 and 2592000, got 0");
+    EXPECT_EQ(conntrack(std::string(timeout) + " = 2592001"),
+              "node.toml:13: conntrack." + std::string(timeout) + ": must be between 1 and 2592000, got 2592001");
+  }
+  EXPECT_EQ(conntrack("tcp_timeout = 5"), "node.toml:13: conntrack.tcp_timeout: unknown key");
+  EXPECT_EQ(conntrack("udp_s = \"30\""), "node.toml:13: conntrack.udp_s: must be an integer");
+}
+
+// ---- [nat] ----------------------------------------------------------------
+
+std::string nat_error(std::string_view lines) {
+  return error_of(append(kMinimal, "[nat]\n" + std::string(lines) + "\n"));
+}
+
+TEST(ConfigTest, NatSetsEveryField) {
+  const Config config = parse_config(append(kMinimal, R"([nat]
+masquerade_egress = true
+masquerade_all = true
+non_masquerade_cidrs = ["10.0.0.0/8", "192.168.0.0/16"]
+snat_ports = "1024-29999"
+node_port_range = "30000-32000"
+lb_algorithm = "maglev"
+)"),
+                                     "node.toml");
+  EXPECT_TRUE(config.nat.masquerade_egress);
+  EXPECT_TRUE(config.nat.masquerade_all);
+  EXPECT_EQ(config.nat.non_masquerade_cidrs, (std::vector<Ipv4Prefix>{prefix("10.0.0.0/8"), prefix("192.168.0.0/16")}));
+  EXPECT_EQ(config.nat.snat_ports, (PortRange{1024, 29999}));
+  EXPECT_EQ(config.nat.node_port_range, (PortRange{30000, 32000}));
+  EXPECT_EQ(config.nat.lb_algorithm, LbAlgorithm::Maglev);
+  EXPECT_EQ(parse_config(append(kMinimal, "[nat]\nlb_algorithm = \"round_robin\"\nmasquerade_egress = false\n"), "n")
+                .nat.lb_algorithm,
+            LbAlgorithm::RoundRobin);
+}
+
+TEST(ConfigTest, NatRules) {
+  EXPECT_EQ(nat_error("masquerade_all = 1"), "node.toml:13: nat.masquerade_all: must be true or false");
+  EXPECT_EQ(nat_error("masquerade_egress = \"yes\""), "node.toml:13: nat.masquerade_egress: must be true or false");
+  EXPECT_EQ(nat_error("non_masquerade_cidrs = [\"10.0.0.0/8\", \"10.1.2.3/16\"]"),
+            "node.toml:13: nat.non_masquerade_cidrs[1]: host bits must be zero: \"10.1.2.3/16\" (the network is "
+            "10.1.0.0/16)");
+  EXPECT_EQ(nat_error("non_masquerade_cidrs = [\"10.0.0.0\"]"),
+            "node.toml:13: nat.non_masquerade_cidrs[0]: not an IPv4 prefix (a.b.c.d/len with host bits zero): "
+            "\"10.0.0.0\"");
+  EXPECT_EQ(nat_error("non_masquerade_cidrs = \"10.0.0.0/8\""),
+            "node.toml:13: nat.non_masquerade_cidrs: must be an array of strings");
+  EXPECT_EQ(nat_error("masquerade_egress = false\nnon_masquerade_cidrs = [\"10.0.0.0/8\"]"),
+            "node.toml:14: nat.non_masquerade_cidrs: has no effect when nat.masquerade_egress is false");
+  EXPECT_EQ(nat_error("masquerade_egress = false\nnon_masquerade_cidrs = []"), "(accepted)");
+  EXPECT_EQ(nat_error("lb_algorithm = \"wrr\""),
+            "node.toml:13: nat.lb_algorithm: must be \"random\", \"round_robin\" or \"maglev\", got \"wrr\"");
+  EXPECT_EQ(nat_error("masquerade = true"), "node.toml:13: nat.masquerade: unknown key");
+}
+
+TEST(ConfigTest, NatPortRanges) {
+  const std::string snat_problem =
+      "node.toml:13: nat.snat_ports: must be \"low-high\" with 1024 <= low <= high <= 65535, got ";
+  EXPECT_EQ(nat_error("snat_ports = \"1023-2000\""), snat_problem + "\"1023-2000\"");
+  EXPECT_EQ(nat_error("snat_ports = \"40000-39999\""), snat_problem + "\"40000-39999\"");
+  EXPECT_EQ(nat_error("snat_ports = \"40000-65536\""), snat_problem + "\"40000-65536\"");
+  EXPECT_EQ(nat_error("snat_ports = \"40000\""), snat_problem + "\"40000\"");
+  EXPECT_EQ(nat_error("snat_ports = \"40000-\""), snat_problem + "\"40000-\"");
+  EXPECT_EQ(nat_error("snat_ports = \"+40000-50000\""), snat_problem + "\"+40000-50000\"");
+  EXPECT_EQ(nat_error("snat_ports = \"040000-50000\""), snat_problem + "\"040000-50000\"");
+  EXPECT_EQ(nat_error("snat_ports = \"40000 - 50000\""), snat_problem + "\"40000 - 50000\"");
+  EXPECT_EQ(nat_error("snat_ports = 40000"), "node.toml:13: nat.snat_ports: must be a string");
+  EXPECT_EQ(parse_config(append(kMinimal, "[nat]\nsnat_ports = \"65535-65535\"\n"), "n").nat.snat_ports,
+            (PortRange{65535, 65535}));
+  EXPECT_EQ(parse_config(append(kMinimal, "[nat]\nsnat_ports = \"1024-1024\"\n"), "n").nat.snat_ports,
+            (PortRange{1024, 1024}));
+  EXPECT_EQ(nat_error("node_port_range = \"0-100\""),
+            "node.toml:13: nat.node_port_range: must be \"low-high\" with 1 <= low <= high <= 65535, got \"0-100\"");
+  EXPECT_EQ(parse_config(append(kMinimal, "[nat]\nnode_port_range = \"80-1000\"\n"), "n").nat.node_port_range,
+            (PortRange{80, 1000}));
+  // Replies to SNAT'd connections come back to node_ip on the SNAT port.
+  EXPECT_EQ(nat_error("snat_ports = \"32000-60999\""),
+            "node.toml:13: nat.snat_ports: 32000-60999 overlaps nat.node_port_range 30000-32767");
+  EXPECT_EQ(nat_error("node_port_range = \"30000-32768\""),
+            "node.toml:13: nat.node_port_range: 30000-32768 overlaps nat.snat_ports 32768-60999");
+}
+
+// ---- [[service]] ----------------------------------------------------------
+
+TEST(ConfigTest, ServiceExampleSetsEveryField) {
+  const Config config = parse_config(insert_line(append(kMinimal, R"([nat]
+lb_algorithm = "round_robin"
+[[service]]
+name = "default/web"
+type = "LoadBalancer"
+cluster_ip = "10.96.0.10"
+external_ips = ["192.0.2.10", "192.0.2.11"]
+load_balancer_ips = ["198.51.100.7"]
+load_balancer_source_ranges = ["203.0.113.0/24", "0.0.0.0/0"]
+external_traffic_policy = "Local"
+internal_traffic_policy = "Local"
+session_affinity = "ClientIP"
+session_affinity_timeout_s = 600
+lb_algorithm = "maglev"
+  [[service.port]]
+  name = "http"
+  protocol = "TCP"
+  port = 80
+  target_port = 8080
+  node_port = 30080
+  [[service.port]]
+  name = "dns"
+  protocol = "UDP"
+  port = 53
+  node_port = 30053
+  [[service.port]]
+  name = "sig"
+  protocol = "SCTP"
+  port = 80
+  target_port = 9999
+  node_port = 30080
+  [[service.endpoint]]
+  ip = "10.244.1.2"
+  node = "node-a"
+  ready = true
+  serving = true
+  terminating = false
+  [[service.endpoint]]
+  ip = "10.244.2.3"
+  node = "node-b"
+  ready = false
+  [[service.endpoint]]
+  ip = "10.244.2.4"
+  node = "node-b"
+  ready = false
+  serving = true
+  terminating = true
+  [[service.endpoint]]
+  ip = "203.0.113.9"
+[[service]]
+name = "kube-system/kube-dns"
+cluster_ip = "10.96.0.53"
+  [[service.port]]
+  port = 53
+  protocol = "UDP"
+)"),
+                                                 6, "service_cidr = \"10.96.0.0/12\""),
+                                     "node.toml");
+  ASSERT_EQ(config.services.size(), 2u);
+  const ServiceConfig& web = config.services[0];
+  EXPECT_EQ(web.name, "default/web");
+  EXPECT_EQ(web.type, ServiceType::LoadBalancer);
+  EXPECT_EQ(web.cluster_ip, ip("10.96.0.10"));
+  EXPECT_EQ(web.external_ips, (std::vector<Ipv4>{ip("192.0.2.10"), ip("192.0.2.11")}));
+  EXPECT_EQ(web.load_balancer_ips, std::vector<Ipv4>{ip("198.51.100.7")});
+  EXPECT_EQ(web.load_balancer_source_ranges, (std::vector<Ipv4Prefix>{prefix("203.0.113.0/24"), prefix("0.0.0.0/0")}));
+  EXPECT_EQ(web.external_traffic_policy, TrafficPolicy::Local);
+  EXPECT_EQ(web.internal_traffic_policy, TrafficPolicy::Local);
+  EXPECT_EQ(web.session_affinity, SessionAffinity::ClientIP);
+  EXPECT_EQ(web.session_affinity_timeout_s, 600u);
+  EXPECT_EQ(web.lb_algorithm, LbAlgorithm::Maglev);
+
+  ASSERT_EQ(web.ports.size(), 3u);
+  EXPECT_EQ(web.ports[0].name, "http");
+  EXPECT_EQ(web.ports[0].protocol, L4Proto::Tcp);
+  EXPECT_EQ(web.ports[0].port, 80);
+  EXPECT_EQ(web.ports[0].target_port, 8080);
+  EXPECT_EQ(web.ports[0].node_port, 30080);
+  EXPECT_EQ(web.ports[1].name, "dns");
+  EXPECT_EQ(web.ports[1].protocol, L4Proto::Udp);
+  EXPECT_EQ(web.ports[1].port, 53);
+  EXPECT_EQ(web.ports[1].target_port, 53);  // defaults to port
+  EXPECT_EQ(web.ports[1].node_port, 30053);
+  // Port and node port numbers are per protocol.
+  EXPECT_EQ(web.ports[2].protocol, L4Proto::Sctp);
+  EXPECT_EQ(web.ports[2].port, 80);
+  EXPECT_EQ(web.ports[2].target_port, 9999);
+  EXPECT_EQ(web.ports[2].node_port, 30080);
+
+  ASSERT_EQ(web.endpoints.size(), 4u);
+  EXPECT_EQ(web.endpoints[0].ip, ip("10.244.1.2"));
+  EXPECT_EQ(web.endpoints[0].node, "node-a");
+  EXPECT_TRUE(web.endpoints[0].ready);
+  EXPECT_TRUE(web.endpoints[0].serving);
+  EXPECT_FALSE(web.endpoints[0].terminating);
+  EXPECT_EQ(web.endpoints[1].node, "node-b");
+  EXPECT_FALSE(web.endpoints[1].ready);
+  EXPECT_FALSE(web.endpoints[1].serving);  // defaults to ready
+  EXPECT_FALSE(web.endpoints[1].terminating);
+  EXPECT_FALSE(web.endpoints[2].ready);
+  EXPECT_TRUE(web.endpoints[2].serving);
+  EXPECT_TRUE(web.endpoints[2].terminating);
+  EXPECT_EQ(web.endpoints[3].ip, ip("203.0.113.9"));  // outside the cluster
+  EXPECT_EQ(web.endpoints[3].node, "");
+  EXPECT_TRUE(web.endpoints[3].ready);  // ready and serving default to true
+  EXPECT_TRUE(web.endpoints[3].serving);
+  EXPECT_FALSE(web.endpoints[3].terminating);
+
+  const ServiceConfig& dns = config.services[1];
+  EXPECT_EQ(dns.name, "kube-system/kube-dns");
+  EXPECT_EQ(dns.type, ServiceType::ClusterIP);
+  EXPECT_EQ(dns.cluster_ip, ip("10.96.0.53"));
+  EXPECT_TRUE(dns.external_ips.empty());
+  EXPECT_TRUE(dns.load_balancer_ips.empty());
+  EXPECT_TRUE(dns.load_balancer_source_ranges.empty());
+  EXPECT_EQ(dns.external_traffic_policy, TrafficPolicy::Cluster);
+  EXPECT_EQ(dns.internal_traffic_policy, TrafficPolicy::Cluster);
+  EXPECT_EQ(dns.session_affinity, SessionAffinity::None);
+  EXPECT_EQ(dns.session_affinity_timeout_s, 10800u);
+  EXPECT_EQ(dns.lb_algorithm, std::nullopt);  // nat.lb_algorithm applies
+  ASSERT_EQ(dns.ports.size(), 1u);
+  EXPECT_EQ(dns.ports[0].name, "");  // a lone port may go unnamed
+  EXPECT_EQ(dns.ports[0].protocol, L4Proto::Udp);
+  EXPECT_EQ(dns.ports[0].node_port, 0);
+  EXPECT_TRUE(dns.endpoints.empty());
+  EXPECT_EQ(config.nat.lb_algorithm, LbAlgorithm::RoundRobin);
+}
+
+// kMinimal with a service range (line 6): appended text starts on line 13.
+const std::string kServiceBase = insert_line(kMinimal, 6, "service_cidr = \"10.96.0.0/12\"");
+
+// A NodePort service whose lines the tests below edit by number.
+constexpr std::string_view kWebService =
+    "[[service]]\n"                  // 13
+    "name = \"default/web\"\n"       // 14
+    "type = \"NodePort\"\n"          // 15
+    "cluster_ip = \"10.96.0.10\"\n"  // 16
+    "[[service.port]]\n"             // 17
+    "port = 80\n"                    // 18
+    "node_port = 30080\n"            // 19
+    "[[service.endpoint]]\n"         // 20
+    "ip = \"10.244.1.2\"\n";         // 21; appended text starts on line 22
+
+const std::string kWeb = append(kServiceBase, kWebService);
+
+// kWeb and a second service: [[service]] on line 22, name 23, type 24,
+// cluster_ip 25, then `lines` from line 26.
+std::string second_service(std::string_view lines, std::string_view type = "ClusterIP",
+                           std::string_view name = "default/api", std::string_view cluster_ip = "10.96.0.11") {
+  return append(kWeb, fmt::format("[[service]]\nname = \"{}\"\ntype = \"{}\"\ncluster_ip = \"{}\"\n{}\n", name, type,
+                                  cluster_ip, lines));
+}
+
+TEST(ConfigTest, ServiceNameRules) {
+  EXPECT_EQ(error_of(kWeb), "(accepted)");
+  const std::string format_problem =
+      "node.toml:14: service[0].name: must be \"namespace/name\", each a DNS label (lowercase letters, digits and "
+      "'-', at most 63 characters), got ";
+  EXPECT_EQ(error_of(replace_line(kWeb, 14, "name = \"web\"")), format_problem + "\"web\"");
+  EXPECT_EQ(error_of(replace_line(kWeb, 14, "name = \"Default/web\"")), format_problem + "\"Default/web\"");
+  EXPECT_EQ(error_of(replace_line(kWeb, 14, "name = \"default/\"")), format_problem + "\"default/\"");
+  EXPECT_EQ(error_of(replace_line(kWeb, 14, "name = \"/web\"")), format_problem + "\"/web\"");
+  EXPECT_EQ(error_of(replace_line(kWeb, 14, "name = \"a/b/c\"")), format_problem + "\"a/b/c\"");
+  EXPECT_EQ(error_of(replace_line(kWeb, 14, "name = \"default/-web\"")), format_problem + "\"default/-web\"");
+  EXPECT_EQ(error_of(replace_line(kWeb, 14, "name = \"default/web_1\"")), format_problem + "\"default/web_1\"");
+  const std::string long_label(64, 'a');
+  EXPECT_EQ(error_of(replace_line(kWeb, 14, "name = \"default/" + long_label + "\"")),
+            format_problem + "\"default/" + long_label + "\"");
+  EXPECT_EQ(error_of(replace_line(kWeb, 14, "name = \"default/" + std::string(63, 'a') + "\"")), "(accepted)");
+  EXPECT_EQ(error_of(replace_line(kWeb, 14, "name = \"kube-system/web-2\"")), "(accepted)");
+  EXPECT_EQ(error_of(remove_line(kWeb, 14)), "node.toml:13: service[0].name: required key is missing");
+  EXPECT_EQ(error_of(second_service("[[service.port]]\nport = 80", "ClusterIP", "default/web")),
+            "node.toml:23: service[1].name: \"default/web\" is already the name of service[0]");
+}
+
+TEST(ConfigTest, ServiceStructureRules) {
+  EXPECT_EQ(error_of(append(kServiceBase, "[service]\nname = \"default/web\"\n")),
+            "node.toml:13: service: must be an array of tables ([[service]])");
+  EXPECT_EQ(error_of(insert_line(kWeb, 15, "ports = 1")), "node.toml:15: service[0].ports: unknown key");
+  EXPECT_EQ(error_of(replace_line(kWeb, 15, "type = \"External\"")),
+            "node.toml:15: service[0].type: must be \"ClusterIP\", \"NodePort\" or \"LoadBalancer\", got \"External\"");
+  EXPECT_EQ(error_of(edit_lines(kWeb,
+                                [](std::vector<std::string>& lines) {
+                                  lines.resize(16);
+                                  lines.push_back("port = 80");
+                                })),
+            "node.toml:17: service[0].port: must be an array of tables ([[service.port]])");
+  EXPECT_EQ(error_of(edit_lines(kWeb, [](std::vector<std::string>& lines) { lines.resize(16); })),
+            "node.toml:13: service[0].port: at least one [[service.port]] is required");
+  EXPECT_EQ(error_of(edit_lines(kWeb,
+                                [](std::vector<std::string>& lines) {
+                                  lines.resize(16);
+                                  lines.push_back("port = []");
+                                })),
+            "node.toml:17: service[0].port: at least one [[service.port]] is required");
+  EXPECT_EQ(error_of(insert_line(edit_lines(kWeb, [](std::vector<std::string>& lines) { lines.resize(19); }), 17,
+                                 "endpoint = 1")),
+            "node.toml:17: service[0].endpoint: must be an array of tables ([[service.endpoint]])");
+  // A service without endpoints is valid: its traffic is rejected.
+  EXPECT_EQ(error_of(edit_lines(kWeb, [](std::vector<std::string>& lines) { lines.resize(19); })), "(accepted)");
+}
+
+TEST(ConfigTest, ServiceClusterIpRules) {
+  EXPECT_EQ(error_of(remove_line(kWeb, 16)), "node.toml:13: service[0].cluster_ip: required key is missing");
+  EXPECT_EQ(error_of(replace_line(kWeb, 16, "cluster_ip = \"None\"")),
+            "node.toml:16: service[0].cluster_ip: headless services (\"None\") have no cluster IP to serve; leave them "
+            "out");
+  EXPECT_EQ(error_of(replace_line(kWeb, 16, "cluster_ip = \"10.96.0\"")),
+            "node.toml:16: service[0].cluster_ip: not an IPv4 address: \"10.96.0\"");
+  EXPECT_EQ(error_of(replace_line(kWeb, 16, "cluster_ip = \"10.112.0.1\"")),
+            "node.toml:16: service[0].cluster_ip: 10.112.0.1 is outside node.service_cidr 10.96.0.0/12");
+  EXPECT_EQ(
+      error_of(second_service("[[service.port]]\nport = 80", "ClusterIP", "default/api", "10.96.0.10")),
+      "node.toml:25: service[1].cluster_ip: 10.96.0.10 is already the cluster IP of service[0] (\"default/web\")");
+
+  // Without node.service_cidr: anything unicast outside the pods and the node.
+  const std::string no_range = remove_line(kWeb, 6);  // the service is now on lines 12-20
+  EXPECT_EQ(error_of(replace_line(no_range, 15, "cluster_ip = \"172.20.0.1\"")), "(accepted)");
+  EXPECT_EQ(error_of(replace_line(no_range, 15, "cluster_ip = \"10.244.9.9\"")),
+            "node.toml:15: service[0].cluster_ip: 10.244.9.9 is inside node.cluster_cidr 10.244.0.0/16");
+  EXPECT_EQ(error_of(replace_line(no_range, 15, "cluster_ip = \"192.168.50.10\"")),
+            "node.toml:15: service[0].cluster_ip: 192.168.50.10 is this node's own address (node.node_ip)");
+  EXPECT_EQ(error_of(replace_line(no_range, 15, "cluster_ip = \"127.0.0.1\"")),
+            "node.toml:15: service[0].cluster_ip: must be a unicast address, got 127.0.0.1 (loopback range "
+            "127.0.0.0/8)");
+  EXPECT_EQ(error_of(replace_line(no_range, 15, "cluster_ip = \"0.0.0.0\"")),
+            "node.toml:15: service[0].cluster_ip: must be a unicast address, got 0.0.0.0 (\"this network\" range "
+            "0.0.0.0/8)");
+  EXPECT_EQ(error_of(replace_line(no_range, 15, "cluster_ip = \"169.254.1.1\"")),
+            "node.toml:15: service[0].cluster_ip: must be a unicast address, got 169.254.1.1 (link-local range "
+            "169.254.0.0/16)");
+  EXPECT_EQ(error_of(replace_line(no_range, 15, "cluster_ip = \"239.1.1.1\"")),
+            "node.toml:15: service[0].cluster_ip: must be a unicast address, got 239.1.1.1 (multicast range "
+            "224.0.0.0/4)");
+  EXPECT_EQ(error_of(replace_line(no_range, 15, "cluster_ip = \"255.255.255.255\"")),
+            "node.toml:15: service[0].cluster_ip: must be a unicast address, got 255.255.255.255 (reserved range "
+            "240.0.0.0/4)");
+}
+
+TEST(ConfigTest, ServiceExternalAndLoadBalancerIpRules) {
+  auto with_line = [](std::string_view line) { return error_of(insert_line(kWeb, 17, line)); };
+  EXPECT_EQ(with_line("external_ips = [\"192.0.2.1\", \"192.0.2.256\"]"),
+            "node.toml:17: service[0].external_ips[1]: not an IPv4 address: \"192.0.2.256\"");
+  EXPECT_EQ(with_line("external_ips = \"192.0.2.1\""),
+            "node.toml:17: service[0].external_ips: must be an array of strings");
+  EXPECT_EQ(with_line("external_ips = [\"192.0.2.1\",\n \"192.0.2.1\"]"),
+            "node.toml:18: service[0].external_ips[1]: 192.0.2.1 is already listed in service[0].external_ips[0]");
+  EXPECT_EQ(with_line("external_ips = [\"10.244.3.3\"]"),
+            "node.toml:17: service[0].external_ips[0]: 10.244.3.3 is inside node.cluster_cidr 10.244.0.0/16");
+  EXPECT_EQ(with_line("external_ips = [\"224.0.0.1\"]"),
+            "node.toml:17: service[0].external_ips[0]: must be a unicast address, got 224.0.0.1 (multicast range "
+            "224.0.0.0/4)");
+  EXPECT_EQ(with_line("external_ips = [\"192.168.50.10\"]"), "(accepted)");  // the node's own address is fine
+
+  EXPECT_EQ(with_line("load_balancer_ips = [\"198.51.100.7\"]"),
+            "node.toml:17: service[0].load_balancer_ips: only type \"LoadBalancer\" services have load balancer IPs");
+  EXPECT_EQ(with_line("load_balancer_ips = []"), "(accepted)");
+  const std::string load_balancer = replace_line(kWeb, 15, "type = \"LoadBalancer\"");
+  EXPECT_EQ(error_of(insert_line(load_balancer, 17, "load_balancer_ips = [\"198.51.100.7\", \"198.51.100.7\"]")),
+            "node.toml:17: service[0].load_balancer_ips[1]: 198.51.100.7 is already listed in "
+            "service[0].load_balancer_ips[0]");
+  EXPECT_EQ(error_of(insert_line(load_balancer, 17, "load_balancer_ips = [\"127.0.0.1\"]")),
+            "node.toml:17: service[0].load_balancer_ips[0]: must be a unicast address, got 127.0.0.1 (loopback range "
+            "127.0.0.0/8)");
+  // A LoadBalancer service without load balancer IPs (still pending) is fine.
+  EXPECT_EQ(error_of(load_balancer), "(accepted)");
+
+  EXPECT_EQ(error_of(insert_line(load_balancer, 17, "load_balancer_source_ranges = [\"203.0.113.0/24\"]")),
+            "node.toml:17: service[0].load_balancer_source_ranges: has no effect without load_balancer_ips");
+  EXPECT_EQ(error_of(insert_line(insert_line(load_balancer, 17, "load_balancer_ips = [\"198.51.100.7\"]"), 18,
+                                 "load_balancer_source_ranges = [\"203.0.113.1/24\"]")),
+            "node.toml:18: service[0].load_balancer_source_ranges[0]: host bits must be zero: \"203.0.113.1/24\" (the "
+            "network is 203.0.113.0/24)");
+}
+
+TEST(ConfigTest, ServicePolicyRules) {
+  auto with_line = [](std::string_view line) { return error_of(insert_line(kWeb, 17, line)); };
+  EXPECT_EQ(with_line("external_traffic_policy = \"local\""),
+            "node.toml:17: service[0].external_traffic_policy: must be \"Cluster\" or \"Local\", got \"local\"");
+  EXPECT_EQ(with_line("internal_traffic_policy = \"Node\""),
+            "node.toml:17: service[0].internal_traffic_policy: must be \"Cluster\" or \"Local\", got \"Node\"");
+  EXPECT_EQ(with_line("external_traffic_policy = \"Local\""), "(accepted)");
+  EXPECT_EQ(with_line("internal_traffic_policy = \"Local\""), "(accepted)");
+
+  // ETP Local on a ClusterIP service: only with external IPs.
+  const std::string cluster_ip = remove_line(remove_line(kWeb, 19), 15);  // lines 13-19 now, port table on 16
+  EXPECT_EQ(error_of(insert_line(cluster_ip, 16, "external_traffic_policy = \"Local\"")),
+            "node.toml:16: service[0].external_traffic_policy: \"Local\" applies to node ports, load balancer IPs and "
+            "external IPs; this \"ClusterIP\" service has no external_ips");
+  EXPECT_EQ(error_of(insert_line(insert_line(cluster_ip, 16, "external_traffic_policy = \"Local\""), 16,
+                                 "external_ips = [\"192.0.2.1\"]")),
+            "(accepted)");
+  EXPECT_EQ(error_of(insert_line(cluster_ip, 16, "internal_traffic_policy = \"Local\"")), "(accepted)");
+
+  EXPECT_EQ(with_line("session_affinity = \"Client\""),
+            "node.toml:17: service[0].session_affinity: must be \"None\" or \"ClientIP\", got \"Client\"");
+  EXPECT_EQ(with_line("session_affinity_timeout_s = 60"),
+            "node.toml:17: service[0].session_affinity_timeout_s: only applies with session_affinity = \"ClientIP\"");
+  EXPECT_EQ(with_line("session_affinity = \"None\"\nsession_affinity_timeout_s = 60"),
+            "node.toml:18: service[0].session_affinity_timeout_s: only applies with session_affinity = \"ClientIP\"");
+  EXPECT_EQ(with_line("session_affinity = \"ClientIP\"\nsession_affinity_timeout_s = 0"),
+            "node.toml:18: service[0].session_affinity_timeout_s: must be between 1 and 86400, got 0");
+  EXPECT_EQ(with_line("session_affinity = \"ClientIP\"\nsession_affinity_timeout_s = 86401"),
+            "node.toml:18: service[0].session_affinity_timeout_s: must be between 1 and 86400, got 86401");
+  EXPECT_EQ(
+      parse_config(insert_line(kWeb, 17, "session_affinity = \"ClientIP\"\nsession_affinity_timeout_s = 86400"), "n")
+          .services[0]
+          .session_affinity_timeout_s,
+      86400u);
+  EXPECT_EQ(parse_config(insert_line(kWeb, 17, "session_affinity = \"ClientIP\""), "n")
+                .services[0]
+                .session_affinity_timeout_s,
+            10800u);
+  EXPECT_EQ(with_line("lb_algorithm = \"least_conn\""),
+            "node.toml:17: service[0].lb_algorithm: must be \"random\", \"round_robin\" or \"maglev\", got "
+            "\"least_conn\"");
+  EXPECT_EQ(parse_config(insert_line(kWeb, 17, "lb_algorithm = \"random\""), "n").services[0].lb_algorithm,
+            LbAlgorithm::Random);
+}
+
+TEST(ConfigTest, ServicePortRules) {
+  EXPECT_EQ(error_of(replace_line(kWeb, 18, "port = 0")),
+            "node.toml:18: service[0].port[0].port: must be between 1 and 65535, got 0");
+  EXPECT_EQ(error_of(replace_line(kWeb, 18, "port = 65536")),
+            "node.toml:18: service[0].port[0].port: must be between 1 and 65535, got 65536");
+  EXPECT_EQ(error_of(remove_line(kWeb, 18)), "node.toml:17: service[0].port[0].port: required key is missing");
+  EXPECT_EQ(error_of(insert_line(kWeb, 18, "protocol = \"tcp\"")),
+            "node.toml:18: service[0].port[0].protocol: must be \"TCP\", \"UDP\" or \"SCTP\", got \"tcp\"");
+  EXPECT_EQ(error_of(insert_line(kWeb, 18, "target_port = 0")),
+            "node.toml:18: service[0].port[0].target_port: must be between 1 and 65535, got 0");
+  EXPECT_EQ(error_of(insert_line(kWeb, 18, "target_port = \"http\"")),
+            "node.toml:18: service[0].port[0].target_port: must be an integer");
+  EXPECT_EQ(error_of(insert_line(kWeb, 18, "nodePort = 1")), "node.toml:18: service[0].port[0].nodePort: unknown key");
+  EXPECT_EQ(error_of(insert_line(kWeb, 18, "name = \"HTTP\"")),
+            "node.toml:18: service[0].port[0].name: must be a DNS label (lowercase letters, digits and '-', at most 63 "
+            "characters, starting and ending with a letter or digit), got \"HTTP\"");
+  EXPECT_EQ(error_of(insert_line(kWeb, 18, "name = \"http-\"")),
+            "node.toml:18: service[0].port[0].name: must be a DNS label (lowercase letters, digits and '-', at most 63 "
+            "characters, starting and ending with a letter or digit), got \"http-\"");
+
+  // Several ports: each named, names and (protocol, port) unique.
+  const std::string second_port = "[[service.port]]\nname = \"b\"\nport = 81\nnode_port = 30081";     // lines 20-23
+  const std::string two_ports = insert_line(insert_line(kWeb, 20, second_port), 18, "name = \"a\"");  // port[1] on 21
+  EXPECT_EQ(error_of(two_ports), "(accepted)");
+  EXPECT_EQ(error_of(insert_line(kWeb, 20, second_port)),
+            "node.toml:17: service[0].port[0].name: required when a service has several ports");
+  EXPECT_EQ(error_of(replace_line(two_ports, 22, "name = \"a\"")),
+            "node.toml:22: service[0].port[1].name: \"a\" is already the name of service[0].port[0]");
+  EXPECT_EQ(error_of(replace_line(two_ports, 23, "port = 80")),
+            "node.toml:23: service[0].port[1].port: 80/TCP is already used by service[0].port[0]");
+  EXPECT_EQ(error_of(insert_line(replace_line(two_ports, 23, "port = 80"), 24, "protocol = \"UDP\"")), "(accepted)");
+}
+
+TEST(ConfigTest, ServiceNodePortRules) {
+  EXPECT_EQ(error_of(replace_line(kWeb, 19, "node_port = 29999")),
+            "node.toml:19: service[0].port[0].node_port: 29999 is outside nat.node_port_range 30000-32767");
+  EXPECT_EQ(error_of(replace_line(kWeb, 19, "node_port = 32768")),
+            "node.toml:19: service[0].port[0].node_port: 32768 is outside nat.node_port_range 30000-32767");
+  EXPECT_EQ(error_of(replace_line(kWeb, 19, "node_port = 65536")),
+            "node.toml:19: service[0].port[0].node_port: must be between 1 and 65535, got 65536");
+  EXPECT_EQ(error_of(replace_line(kWeb, 19, "node_port = 30000")), "(accepted)");
+  EXPECT_EQ(error_of(replace_line(kWeb, 19, "node_port = 32767")), "(accepted)");
+  EXPECT_EQ(error_of(append(replace_line(kWeb, 19, "node_port = 8080"), "[nat]\nnode_port_range = \"8000-9000\"\n")),
+            "(accepted)");
+
+  EXPECT_EQ(error_of(remove_line(kWeb, 19)),
+            "node.toml:17: service[0].port[0].node_port: required for type \"NodePort\" services (kdp does not "
+            "allocate node ports)");
+  EXPECT_EQ(error_of(remove_line(replace_line(kWeb, 15, "type = \"LoadBalancer\""), 19)),
+            "node.toml:17: service[0].port[0].node_port: required for type \"LoadBalancer\" services (kdp does not "
+            "allocate node ports)");
+  EXPECT_EQ(error_of(replace_line(kWeb, 15, "type = \"ClusterIP\"")),
+            "node.toml:19: service[0].port[0].node_port: type \"ClusterIP\" services have no node ports");
+  EXPECT_EQ(error_of(remove_line(kWeb, 15)),  // ClusterIP is the default type
+            "node.toml:18: service[0].port[0].node_port: type \"ClusterIP\" services have no node ports");
+
+  // (protocol, node_port) is unique across all services, within one too.
+  EXPECT_EQ(error_of(insert_line(insert_line(kWeb, 20, "[[service.port]]\nname = \"b\"\nport = 81\nnode_port = 30080"),
+                                 18, "name = \"a\"")),
+            "node.toml:24: service[0].port[1].node_port: 30080/TCP is already used by service[0] (\"default/web\")");
+  EXPECT_EQ(error_of(second_service("[[service.port]]\nport = 81\nnode_port = 30080", "NodePort")),
+            "node.toml:28: service[1].port[0].node_port: 30080/TCP is already used by service[0] (\"default/web\")");
+  EXPECT_EQ(error_of(second_service("[[service.port]]\nport = 81\nnode_port = 30080\nprotocol = \"UDP\"", "NodePort")),
+            "(accepted)");
+}
+
+TEST(ConfigTest, ServiceFrontendsAreUnique) {
+  // An external IP equal to another service's cluster IP, on the same port and protocol.
+  EXPECT_EQ(error_of(second_service("external_ips = [\"10.96.0.10\"]\n[[service.port]]\nport = 80")),
+            "node.toml:26: service[1].external_ips[0]: 10.96.0.10:80/TCP is already served by service[0] "
+            "(\"default/web\") as its cluster IP");
+  EXPECT_EQ(error_of(second_service("external_ips = [\"10.96.0.10\"]\n[[service.port]]\nport = 81")), "(accepted)");
+  // An external IP on node_ip with a port some service uses as a node port.
+  EXPECT_EQ(error_of(second_service("external_ips = [\"192.168.50.10\"]\n[[service.port]]\nport = 30080")),
+            "node.toml:26: service[1].external_ips[0]: 192.168.50.10:30080/TCP is already served by service[0] "
+            "(\"default/web\") as its node port");
+  // And the other way round: a node port where an earlier service has that external IP and port.
+  EXPECT_EQ(error_of(append(kServiceBase, R"([[service]]
+name = "default/web"
+cluster_ip = "10.96.0.10"
+external_ips = ["192.168.50.10"]
+[[service.port]]
+port = 30081
+[[service]]
+name = "default/api"
+type = "NodePort"
+cluster_ip = "10.96.0.11"
+[[service.port]]
+port = 80
+node_port = 30081
+)")),
+            "node.toml:25: service[1].port[0].node_port: 192.168.50.10:30081/TCP is already served by service[0] "
+            "(\"default/web\") as its external IP");
+  // Within one service: an external IP equal to a load balancer IP.
+  EXPECT_EQ(error_of(insert_line(replace_line(kWeb, 15, "type = \"LoadBalancer\""), 17,
+                                 "external_ips = [\"192.0.2.1\"]\nload_balancer_ips = [\"192.0.2.1\"]")),
+            "node.toml:18: service[0].load_balancer_ips[0]: 192.0.2.1:80/TCP is already served by service[0] "
+            "(\"default/web\") as its external IP");
+  // Two services sharing an external IP on different ports is fine.
+  EXPECT_EQ(error_of(append(insert_line(kWeb, 17, "external_ips = [\"192.0.2.1\"]"),
+                            "[[service]]\nname = \"default/api\"\ncluster_ip = \"10.96.0.11\"\n"
+                            "external_ips = [\"192.0.2.1\"]\n[[service.port]]\nport = 443\n")),
+            "(accepted)");
+}
+
+TEST(ConfigTest, ServiceEndpointRules) {
+  auto endpoint = [](std::string_view lines) { return error_of(replace_line(kWeb, 21, lines)); };
+  EXPECT_EQ(endpoint("ip = \"10.244.1\""),
+            "node.toml:21: service[0].endpoint[0].ip: not an IPv4 address: \"10.244.1\"");
+  EXPECT_EQ(endpoint("node = \"node-a\""), "node.toml:20: service[0].endpoint[0].ip: required key is missing");
+  EXPECT_EQ(endpoint("ip = \"10.96.0.5\""),
+            "node.toml:21: service[0].endpoint[0].ip: 10.96.0.5 is inside node.service_cidr 10.96.0.0/12");
+  EXPECT_EQ(endpoint("ip = \"127.0.0.1\""),
+            "node.toml:21: service[0].endpoint[0].ip: must be a unicast address, got 127.0.0.1 (loopback range "
+            "127.0.0.0/8)");
+  EXPECT_EQ(endpoint("ip = \"192.168.50.10\""), "(accepted)");  // a host-network pod
+  EXPECT_EQ(endpoint("ip = \"198.51.100.1\""), "(accepted)");   // outside the cluster
+  EXPECT_EQ(endpoint("ip = \"10.244.1.2\"\nnode = \"node a\""),
+            "node.toml:22: service[0].endpoint[0].node: may contain only letters, digits, '.', '_' and '-', got \"node "
+            "a\"");
+  EXPECT_EQ(endpoint("ip = \"10.244.1.2\"\nready = 1"),
+            "node.toml:22: service[0].endpoint[0].ready: must be true or false");
+  EXPECT_EQ(endpoint("ip = \"10.244.1.2\"\nserving = false"),
+            "node.toml:22: service[0].endpoint[0].serving: must be true when ready is true (a ready endpoint is "
+            "serving)");
+  EXPECT_EQ(endpoint("ip = \"10.244.1.2\"\nready = false\nserving = false\nterminating = true"), "(accepted)");
+  EXPECT_EQ(endpoint("ip = \"10.244.1.2\"\nhostname = \"x\""),
+            "node.toml:22: service[0].endpoint[0].hostname: unknown key");
+  EXPECT_EQ(error_of(append(kWeb, "[[service.endpoint]]\nip = \"10.244.1.2\"\n")),
+            "node.toml:23: service[0].endpoint[1].ip: 10.244.1.2 is already listed in service[0].endpoint[0]");
+
+  // Without node.service_cidr, an endpoint may still not be any service's cluster IP.
+  const std::string no_range = remove_line(kWeb, 6);  // the service is now on lines 12-20
+  EXPECT_EQ(
+      error_of(replace_line(replace_line(no_range, 15, "cluster_ip = \"172.20.0.1\""), 20, "ip = \"172.20.0.1\"")),
+      "node.toml:20: service[0].endpoint[0].ip: 172.20.0.1 is the cluster IP of service[0] (\"default/web\")");
+  EXPECT_EQ(error_of(append(
+                replace_line(replace_line(no_range, 15, "cluster_ip = \"172.20.0.1\""), 20, "ip = \"172.20.0.2\""),
+                "[[service]]\nname = \"default/api\"\ncluster_ip = \"172.20.0.2\"\n[[service.port]]\nport = "
+                "80\n")),
+            "node.toml:20: service[0].endpoint[0].ip: 172.20.0.2 is the cluster IP of service[1] (\"default/api\")");
 }
 
 // ---- load_config_file -----------------------------------------------------

@@ -1,0 +1,138 @@
+// Kubernetes Services as kdp sees them: the desired state read from the
+// configuration ([[service]]), and its compilation into flat frontend entries
+// with kube-proxy's semantics, which the dataplane installs and diffs. No DPDK
+// here: everything is unit-testable on its own.
+#pragma once
+
+#include <compare>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ctrl/net_types.h"
+
+namespace kdp {
+
+struct Config;
+
+// IP protocol numbers, so a value can be compared with the IPv4 header as is.
+enum class L4Proto : uint8_t { Tcp = 6, Udp = 17, Sctp = 132 };
+enum class ServiceType : uint8_t { ClusterIP, NodePort, LoadBalancer };
+enum class TrafficPolicy : uint8_t { Cluster, Local };
+enum class SessionAffinity : uint8_t { None, ClientIP };
+enum class LbAlgorithm : uint8_t { Random, RoundRobin, Maglev };
+
+// The spellings of the configuration file: "TCP", "NodePort", "Local", "ClientIP", "round_robin".
+std::string_view to_string(L4Proto proto);
+std::string_view to_string(ServiceType type);
+std::string_view to_string(TrafficPolicy policy);
+std::string_view to_string(SessionAffinity affinity);
+std::string_view to_string(LbAlgorithm algorithm);
+
+// ---- Desired state ([[service]] in the configuration) ----------------------
+
+struct ServicePortConfig {
+  std::string name;  // optional when the service has one port
+  L4Proto protocol = L4Proto::Tcp;
+  uint16_t port = 0;         // on the cluster IP, external IPs and load balancer IPs
+  uint16_t target_port = 0;  // on the endpoints; the configuration defaults it to port
+  uint16_t node_port = 0;    // on node_ip; 0 = none (ClusterIP services)
+};
+
+struct EndpointConfig {
+  Ipv4 ip = 0;
+  std::string node;     // the node it runs on; empty: none (an endpoint outside the cluster)
+  bool ready = true;    // EndpointSlice conditions; an unset "ready" means ready there too
+  bool serving = true;  // defaults to ready
+  bool terminating = false;
+};
+
+struct ServiceConfig {
+  std::string name;  // "namespace/name"
+  ServiceType type = ServiceType::ClusterIP;
+  Ipv4 cluster_ip = 0;
+  std::vector<Ipv4> external_ips;
+  std::vector<Ipv4> load_balancer_ips;                  // LoadBalancer services only
+  std::vector<Ipv4Prefix> load_balancer_source_ranges;  // empty: any source
+  TrafficPolicy external_traffic_policy = TrafficPolicy::Cluster;
+  TrafficPolicy internal_traffic_policy = TrafficPolicy::Cluster;
+  SessionAffinity session_affinity = SessionAffinity::None;
+  uint32_t session_affinity_timeout_s = 10800;  // Kubernetes' default
+  std::optional<LbAlgorithm> lb_algorithm;      // unset: nat.lb_algorithm
+  std::vector<ServicePortConfig> ports;
+  std::vector<EndpointConfig> endpoints;
+};
+
+// ---- Compiled state: one entry per frontend ---------------------------------
+
+enum class FrontendKind : uint8_t { ClusterIP, NodePort, ExternalIP, LoadBalancerIP };
+std::string_view to_string(FrontendKind kind);  // "cluster IP", "node port", "external IP", "load balancer IP"
+
+// What a packet's destination is matched on.
+struct ServiceKey {
+  Ipv4 vip = 0;
+  L4Proto proto = L4Proto::Tcp;
+  uint16_t port = 0;
+
+  auto operator<=>(const ServiceKey&) const = default;
+  std::string to_string() const;  // "10.96.0.10:80/TCP"
+};
+
+struct Backend {
+  Ipv4 ip = 0;
+  uint16_t port = 0;   // the service port's target_port
+  bool local = false;  // the endpoint runs on this node
+
+  auto operator<=>(const Backend&) const = default;
+};
+
+struct ServiceEntry {
+  Ipv4 vip = 0;  // NodePort entries: node_ip
+  L4Proto proto = L4Proto::Tcp;
+  uint16_t port = 0;  // NodePort entries: node_port
+  FrontendKind kind = FrontendKind::ClusterIP;
+  std::string service, port_name;           // for listings and counters
+  std::vector<Backend> backends;            // for sources outside node.cluster_cidr (policy applied)
+  std::vector<Backend> backends_from_pods;  // for sources inside node.cluster_cidr
+  bool masquerade_external = false;         // SNAT to the node for sources outside the cluster CIDR
+  bool masquerade_from_pods = false;
+  // What to do with a packet whose chosen list is empty: Reject (ICMP/TCP RST)
+  // when the service has no usable endpoint anywhere, Drop when it has some,
+  // only none this traffic policy may use.
+  enum class Empty : uint8_t { Reject, Drop } when_empty_external = Empty::Reject, when_empty_pods = Empty::Reject;
+  LbAlgorithm lb = LbAlgorithm::Random;
+  bool affinity = false;                  // ClientIP session affinity
+  uint32_t affinity_timeout_s = 0;        // 0 without affinity
+  std::vector<Ipv4Prefix> source_ranges;  // LoadBalancerIP entries only; empty = any source
+
+  ServiceKey key() const { return {vip, proto, port}; }
+  bool operator==(const ServiceEntry&) const = default;
+};
+
+struct CompiledServices {
+  std::vector<ServiceEntry> entries;  // sorted by key(), keys unique
+  std::vector<Ipv4> cluster_ips;      // sorted, unique: a known cluster IP on an unknown port is
+                                      // rejected, an address in the service range never allocated dropped
+  bool operator==(const CompiledServices&) const = default;
+};
+
+// The entries of every service in `config` (its node, nat.masquerade_all and
+// nat.lb_algorithm included). Equal inputs compile to equal outputs, whatever
+// the order of endpoints. Throws std::invalid_argument on duplicate keys, which
+// parse_config rules out.
+CompiledServices compile_services(const Config& config);
+
+struct ServiceDiff {
+  std::vector<ServiceEntry> added, changed;  // changed: the desired entry
+  std::vector<ServiceKey> removed;
+
+  bool empty() const { return added.empty() && changed.empty() && removed.empty(); }
+};
+
+// What turns `installed` into `desired`; both as compile_services returns them
+// (sorted by key). Entries equal in both are not reported.
+ServiceDiff diff_services(const CompiledServices& installed, const CompiledServices& desired);
+
+}  // namespace kdp

@@ -1,0 +1,243 @@
+// Connection tracking: every TCP transition, timeouts per state class,
+// lookups from both directions, expiry, the full-table policy and reply
+// tuple collisions. Runs in the dataplane test binary (it owns the EAL).
+#include <gtest/gtest.h>
+
+#include <rte_ip.h>
+
+#include "flows/conntrack.h"
+
+namespace kdp {
+namespace {
+
+constexpr FlowDir O = FlowDir::Original;
+constexpr FlowDir R = FlowDir::Reply;
+constexpr uint8_t SYN = kTcpSyn, ACK = kTcpAck, FIN = kTcpFin, RST = kTcpRst;
+
+struct Step {
+  TcpState from;
+  FlowDir dir;
+  uint8_t flags;
+  FlowDir fin_dir;
+  TcpState to;
+  bool valid;
+};
+
+class TcpTransitionTest : public ::testing::TestWithParam<Step> {};
+
+TEST_P(TcpTransitionTest, Transition) {
+  const Step& s = GetParam();
+  TcpTransition t = tcp_transition(s.from, s.dir, s.flags, s.fin_dir);
+  EXPECT_EQ(tcp_state_name(t.next), std::string(tcp_state_name(s.to)));
+  EXPECT_EQ(t.valid, s.valid);
+}
+
+using S = TcpState;
+INSTANTIATE_TEST_SUITE_P(
+    Kernel, TcpTransitionTest,
+    ::testing::Values(
+        // opening handshake
+        Step{S::None, O, SYN, O, S::SynSent, true}, Step{S::None, O, ACK, O, S::None, false},
+        Step{S::None, O, SYN | ACK, O, S::None, false}, Step{S::SynSent, O, SYN, O, S::SynSent, true},
+        Step{S::SynSent, R, SYN | ACK, O, S::SynRecv, true}, Step{S::SynSent, R, ACK, O, S::SynSent, false},
+        Step{S::SynSent, O, ACK, O, S::SynSent, false}, Step{S::SynRecv, O, ACK, O, S::Established, true},
+        Step{S::SynRecv, R, SYN | ACK, O, S::SynRecv, true}, Step{S::SynRecv, O, SYN, O, S::SynRecv, true},
+        Step{S::SynRecv, O, ACK | FIN, O, S::FinWait, true},
+        // data and a SYN where none belongs
+        Step{S::Established, O, ACK, O, S::Established, true}, Step{S::Established, R, ACK, O, S::Established, true},
+        Step{S::Established, O, SYN, O, S::Established, false},
+        Step{S::Established, O, SYN | FIN, O, S::Established, false},
+        // closing from the client
+        Step{S::Established, O, FIN | ACK, O, S::FinWait, true}, Step{S::FinWait, R, ACK, O, S::CloseWait, true},
+        Step{S::FinWait, R, FIN | ACK, O, S::LastAck, true}, Step{S::FinWait, O, ACK, O, S::FinWait, true},
+        Step{S::CloseWait, R, FIN | ACK, O, S::LastAck, true}, Step{S::CloseWait, R, ACK, O, S::CloseWait, true},
+        Step{S::LastAck, O, ACK, O, S::TimeWait, true}, Step{S::LastAck, R, ACK, O, S::LastAck, true},
+        // closing from the server
+        Step{S::Established, R, FIN | ACK, R, S::FinWait, true}, Step{S::FinWait, O, FIN | ACK, R, S::LastAck, true},
+        Step{S::LastAck, R, ACK, R, S::TimeWait, true},
+        // resets, and reuse of a closed tuple
+        Step{S::SynSent, R, RST, O, S::Close, true}, Step{S::Established, O, RST | ACK, O, S::Close, true},
+        Step{S::TimeWait, O, SYN, O, S::SynSent, true}, Step{S::TimeWait, O, ACK, O, S::TimeWait, true},
+        Step{S::Close, O, SYN, O, S::SynSent, true}, Step{S::Close, R, SYN | ACK, O, S::Close, false}));
+
+// ---- the table ----------------------------------------------------------------
+
+FlowKey tcp_key(uint32_t src, uint16_t sport, uint32_t dst, uint16_t dport) {
+  return {to_be32(src), to_be32(dst), to_be16(sport), to_be16(dport), IPPROTO_TCP, {}};
+}
+FlowKey udp_key(uint32_t src, uint16_t sport, uint32_t dst, uint16_t dport) {
+  FlowKey k = tcp_key(src, sport, dst, dport);
+  k.proto = IPPROTO_UDP;
+  return k;
+}
+
+constexpr uint32_t kClient = 0x0af40102;   // 10.244.1.2
+constexpr uint32_t kVip = 0x0a60000a;      // 10.96.0.10
+constexpr uint32_t kBackend = 0x0af40205;  // 10.244.2.5
+
+FlowTimeouts test_timeouts() {
+  FlowTimeouts t;
+  for (auto& v : t.tcp) v = 100;
+  t.tcp[static_cast<unsigned>(TcpState::SynSent)] = 120;
+  t.tcp[static_cast<unsigned>(TcpState::Established)] = 86400;
+  t.tcp[static_cast<unsigned>(TcpState::TimeWait)] = 120;
+  t.tcp[static_cast<unsigned>(TcpState::Close)] = 10;
+  t.udp = 30;
+  t.udp_stream = 120;
+  t.icmp = 30;
+  return t;
+}
+
+class ConntrackTest : public ::testing::Test {
+ protected:
+  Rcu rcu{4};  // no worker registered: grace periods end at once
+  std::unique_ptr<Conntrack> ct = std::make_unique<Conntrack>(64, test_timeouts(), rcu);
+
+  FlowRef find(const FlowKey& k) {
+    FlowRef r;
+    ct->lookup_bulk(&k, 1, &r);
+    return r;
+  }
+  // A DNATed flow client → VIP:80 answered by backend:8080.
+  FlowEntry* dnat_flow(uint16_t client_port, uint32_t now = 1000) {
+    FlowKey orig = tcp_key(kClient, client_port, kVip, 80);
+    FlowKey reply = tcp_key(kBackend, 8080, kClient, client_port);
+    return ct->create(orig, reply, kFlowDnat, 7, now);
+  }
+};
+
+TEST_F(ConntrackTest, FoundFromBothDirections) {
+  FlowEntry* e = dnat_flow(40000);
+  ASSERT_NE(e, nullptr);
+  FlowRef o = find(tcp_key(kClient, 40000, kVip, 80));
+  FlowRef r = find(tcp_key(kBackend, 8080, kClient, 40000));
+  EXPECT_EQ(o.entry, e);
+  EXPECT_EQ(o.dir, FlowDir::Original);
+  EXPECT_EQ(r.entry, e);
+  EXPECT_EQ(r.dir, FlowDir::Reply);
+  EXPECT_EQ(find(tcp_key(kClient, 40001, kVip, 80)).entry, nullptr);
+  EXPECT_EQ(e->state(), TcpState::SynSent);
+  EXPECT_EQ(e->service, 7);
+  EXPECT_EQ(ct->size(), 1u);
+}
+
+TEST_F(ConntrackTest, HandshakeAndCloseThroughUpdate) {
+  FlowEntry* e = dnat_flow(40000);
+  ASSERT_TRUE(ct->update(*e, R, SYN | ACK, 1000));
+  ASSERT_TRUE(ct->update(*e, O, ACK, 1000));
+  EXPECT_EQ(e->state(), TcpState::Established);
+  EXPECT_TRUE(e->has(kFlowReplied));
+  EXPECT_FALSE(ct->update(*e, O, SYN, 1001)) << "SYN on an established flow is INVALID";
+  EXPECT_EQ(e->state(), TcpState::Established) << "an INVALID packet does not advance state";
+  ASSERT_TRUE(ct->update(*e, R, FIN | ACK, 1002));  // server closes first
+  EXPECT_TRUE(e->has(kFlowFinReply));
+  ASSERT_TRUE(ct->update(*e, O, FIN | ACK, 1002));
+  EXPECT_EQ(e->state(), TcpState::LastAck);
+  ASSERT_TRUE(ct->update(*e, R, ACK, 1003));
+  EXPECT_EQ(e->state(), TcpState::TimeWait);
+  EXPECT_EQ(e->last_seen_s.load(), 1003u);
+}
+
+TEST_F(ConntrackTest, TimeoutPerStateClass) {
+  FlowEntry* tcp = dnat_flow(40000, 1000);
+  EXPECT_EQ(ct->timeout_of(*tcp), 120u);  // SYN_SENT
+  ct->update(*tcp, R, SYN | ACK, 1000);
+  ct->update(*tcp, O, ACK, 1000);
+  EXPECT_EQ(ct->timeout_of(*tcp), 86400u);
+  FlowEntry* udp = ct->create(udp_key(kClient, 5000, kVip, 53), udp_key(kBackend, 53, kClient, 5000), kFlowDnat, 1, 1000);
+  ASSERT_NE(udp, nullptr);
+  EXPECT_EQ(ct->timeout_of(*udp), 30u) << "unreplied UDP";
+  ct->update(*udp, R, 0, 1000);
+  EXPECT_EQ(ct->timeout_of(*udp), 120u) << "replied UDP";
+  EXPECT_FALSE(ct->expired(*udp, 1119));
+  EXPECT_TRUE(ct->expired(*udp, 1120));
+}
+
+TEST_F(ConntrackTest, SweepRemovesExpiredFlowsAndTheirKeys) {
+  FlowEntry* old_flow = dnat_flow(40000, 1000);   // SYN_SENT: 120 s
+  FlowEntry* fresh_flow = dnat_flow(40001, 1100);
+  ASSERT_NE(old_flow, nullptr);
+  ASSERT_NE(fresh_flow, nullptr);
+  EXPECT_EQ(ct->sweep(1119, 64), 0u);
+  EXPECT_EQ(ct->sweep(1120, 64), 1u);
+  rcu.reclaim();
+  EXPECT_EQ(find(tcp_key(kClient, 40000, kVip, 80)).entry, nullptr);
+  EXPECT_EQ(find(tcp_key(kBackend, 8080, kClient, 40000)).entry, nullptr);
+  EXPECT_EQ(find(tcp_key(kClient, 40001, kVip, 80)).entry, fresh_flow);
+  EXPECT_EQ(ct->size(), 1u);
+  EXPECT_EQ(ct->counters().expired.load(), 1u);
+}
+
+TEST_F(ConntrackTest, SweepIsBoundedByBudget) {
+  for (uint16_t p = 0; p < 10; ++p) ASSERT_NE(dnat_flow(41000 + p, 1000), nullptr);
+  unsigned removed = 0;
+  for (int tick = 0; tick < 8; ++tick) {
+    unsigned now = ct->sweep(5000, 8);  // 8 of 64 slots per tick
+    EXPECT_LE(now, 8u);
+    removed += now;
+  }
+  EXPECT_EQ(removed, 10u);
+}
+
+TEST_F(ConntrackTest, ReplyTupleCollisionRefused) {
+  ASSERT_NE(dnat_flow(40000), nullptr);
+  // Another VIP whose flow would answer with the same tuple.
+  FlowKey orig = tcp_key(kClient, 40000, kVip + 1, 80);
+  FlowKey reply = tcp_key(kBackend, 8080, kClient, 40000);
+  EXPECT_EQ(ct->create(orig, reply, kFlowDnat, 8, 1000), nullptr);
+  EXPECT_EQ(ct->counters().collisions.load(), 1u);
+  EXPECT_EQ(find(orig).entry, nullptr);
+  EXPECT_EQ(ct->size(), 1u);
+}
+
+TEST_F(ConntrackTest, FullTableEvictsEmbryonicNeverEstablished) {
+  // 32 established flows, 32 embryonic ones fill the 64 slots.
+  for (uint16_t p = 0; p < 32; ++p) {
+    FlowEntry* e = dnat_flow(42000 + p);
+    ASSERT_NE(e, nullptr);
+    ct->update(*e, R, SYN | ACK, 1000);
+    ct->update(*e, O, ACK, 1000);
+  }
+  for (uint16_t p = 0; p < 32; ++p) ASSERT_NE(dnat_flow(43000 + p), nullptr);
+  EXPECT_EQ(ct->size(), 64u);
+  // A new SYN finds no room: refused and counted; an embryonic flow goes.
+  EXPECT_EQ(dnat_flow(44000), nullptr);
+  EXPECT_EQ(ct->counters().full.load(), 1u);
+  ct->sweep(1000, 0);  // the control thread acts on the eviction request
+  rcu.reclaim();
+  EXPECT_EQ(ct->counters().evicted.load(), 1u);
+  EXPECT_EQ(ct->size(), 63u);
+  unsigned established = 0;
+  ct->for_each([&](const FlowEntry& e) { established += e.state() == TcpState::Established; });
+  EXPECT_EQ(established, 32u) << "no established flow is evicted";
+  EXPECT_NE(dnat_flow(44000), nullptr) << "the next SYN fits";
+}
+
+TEST_F(ConntrackTest, EntryReusedOnlyAfterGracePeriod) {
+  ct.reset();  // DPDK object names are per process
+  Rcu worker_rcu(1);
+  worker_rcu.register_worker(0);
+  worker_rcu.online(0);
+  // Offline before the table drains its retired entries, even on failure.
+  struct Offline {
+    Rcu& rcu;
+    ~Offline() { rcu.offline(0); }
+  };
+  Conntrack table(4, test_timeouts(), worker_rcu);
+  Offline offline_at_exit{worker_rcu};
+  FlowKey orig = tcp_key(kClient, 40000, kVip, 80);
+  ASSERT_NE(table.create(orig, tcp_key(kBackend, 8080, kClient, 40000), kFlowDnat, 1, 1000), nullptr);
+  worker_rcu.quiescent(0);
+  EXPECT_EQ(table.sweep(5000, 4), 1u);
+  EXPECT_EQ(worker_rcu.reclaim(), 0u) << "the worker has not passed a quiescent point";
+  for (uint16_t p = 1; p < 4; ++p)
+    ASSERT_NE(table.create(tcp_key(kClient, p, kVip, 80), tcp_key(kBackend, 8080, kClient, p), 0, 1, 5000), nullptr);
+  EXPECT_EQ(table.create(tcp_key(kClient, 9, kVip, 80), tcp_key(kBackend, 8080, kClient, 9), 0, 1, 5000), nullptr)
+      << "the removed flow's entry is not reused yet";
+  worker_rcu.quiescent(0);
+  EXPECT_EQ(worker_rcu.reclaim(), 1u);
+  EXPECT_NE(table.create(tcp_key(kClient, 9, kVip, 80), tcp_key(kBackend, 8080, kClient, 9), 0, 1, 5000), nullptr);
+}
+
+}  // namespace
+}  // namespace kdp
