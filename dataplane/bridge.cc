@@ -37,7 +37,7 @@ void Bridge::process(Burst& burst) {
 
     if (rte_is_same_ether_addr(&eth->dst_addr, &gateway_mac)) {
       if (md.flags & kFlagArp) burst.send(i, StageId::Arp);
-      else if (md.flags & kFlagIpv4) burst.send(i, StageId::Router);
+      else if (md.flags & kFlagIpv4) burst.send(i, StageId::Nat);
       else burst.drop(i, DropReason::UnsupportedEtherType);
     } else if (md.flags & kFlagMulticast) {
       // A broadcast ARP may ask for the gateway: the ARP stage answers and

@@ -14,7 +14,10 @@ enum class StageId : uint8_t {
   Classify,  // L2/L3/L4 parsing and validation, ingress role
   Bridge,    // FDB learning and L2 forwarding between pod ports
   Arp,       // ARP replies for local addresses, gleaning
-  Router,    // LPM, TTL, neighbour rewrite
+  Nat,       // conntrack lookup and translation, Service DNAT (PREROUTING)
+  Router,    // LPM, TTL, egress decision
+  Masquerade,  // SNAT of new egress flows to the node IP (POSTROUTING)
+  Neighbor,  // next hop MAC from the neighbour table, pod port from the FDB
   Icmp,      // local delivery (echo) and ICMP errors
   Output,    // per-port TX buffers, flooding
   Punt,      // to the control thread (unresolved neighbour)

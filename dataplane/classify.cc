@@ -76,6 +76,7 @@ void Classify::process(Burst& burst) {
     md.out_port = kNoPort;
     md.flood_exclude = kNoPort;
     md.icmp_type = 0;
+    md.icmp_from_dst = 0;
     if (m->nb_segs != 1) {
       burst.drop(i, DropReason::MultiSegment);
       continue;
@@ -131,7 +132,7 @@ void Classify::process(Burst& burst) {
     bool for_us = rte_is_same_ether_addr(&eth->dst_addr, &port.mac) || (md.flags & kFlagBroadcast);
     if (!for_us) burst.drop(i, DropReason::NotForUs);
     else if (md.flags & kFlagArp) burst.send(i, StageId::Arp);
-    else if ((md.flags & kFlagIpv4) && !(md.flags & kFlagMulticast)) burst.send(i, StageId::Router);
+    else if ((md.flags & kFlagIpv4) && !(md.flags & kFlagMulticast)) burst.send(i, StageId::Nat);
     else burst.drop(i, (md.flags & kFlagIpv4) ? DropReason::NotForUs : DropReason::UnsupportedEtherType);
   }
 }

@@ -6,6 +6,10 @@
 
 namespace kdp {
 
+namespace {
+constexpr unsigned kSweepPerPoll = 2048;
+}  // namespace
+
 Control::Control(NodeTables& tables, std::vector<WorkerChannels*> channels, rte_mempool* pool)
     : tables_(tables), channels_(std::move(channels)), pool_(pool) {}
 
@@ -46,6 +50,8 @@ unsigned Control::poll() {
     run_timers();
     next_timer_ms_ = now_ms_ + 100;
   }
+  // A slice of the flow table per poll: the whole table every few seconds.
+  tables_.conntrack->sweep(now_s_, kSweepPerPoll);
   tables_.rcu.reclaim();
   return handled;
 }

@@ -34,6 +34,15 @@ namespace kdp {
   X(TtlExceeded, "ttl_exceeded")                                            \
   X(NoRoute, "no_route")                                                    \
   X(LocalUnhandled, "local_unhandled")                                      \
+  X(ConntrackInvalid, "conntrack_invalid")                                  \
+  X(ConntrackFull, "conntrack_full")                                        \
+  X(SnatPortsExhausted, "snat_ports_exhausted")                             \
+  X(MasqueradeUnsupported, "masquerade_unsupported_protocol")               \
+  X(ServiceNoEndpoints, "service_no_endpoints")                             \
+  X(ServiceNoLocalEndpoints, "service_no_local_endpoints")                  \
+  X(ServiceUnknownPort, "service_unknown_port")                             \
+  X(ServiceUnallocated, "service_unallocated")                              \
+  X(LbSourceRange, "lb_source_range")                                       \
   X(PuntRingFull, "punt_ring_full")                                         \
   X(BurstOverflow, "burst_overflow")                                        \
   X(MbufAllocFailed, "mbuf_alloc_failed")

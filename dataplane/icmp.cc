@@ -102,6 +102,8 @@ void Icmp::process(Burst& burst) {
     // Errors about forwarded packets come from the ingress side's address;
     // errors about packets for us, from the address they were sent to.
     be32 source = to_be32(ctx_.tables.ports[md.in_port].local_ip);
+    if (md.icmp_from_dst)
+      source = load_be32(rte_pktmbuf_mtod_offset(m, uint8_t*, sizeof(rte_ether_hdr) + offsetof(rte_ipv4_hdr, dst_addr)));
     if (md.icmp_type == kIcmpLocalDelivery) {
       if (md.l4_proto == IPPROTO_ICMP) {
         if (reply_echo(m)) burst.output(i, md.in_port);

@@ -66,7 +66,8 @@ int run(const std::string& config_path, int exit_when_idle_ms, const std::string
   for (unsigned w = 0; w < n_workers; ++w) {
     channels.push_back(std::make_unique<WorkerChannels>(w, 1024));
     channel_ptrs.push_back(channels.back().get());
-    workers.push_back(std::make_unique<WorkerContext>(w, config.workers.lcores[w], *tables, *channels.back()));
+    workers.push_back(
+        std::make_unique<WorkerContext>(w, config.workers.lcores[w], *tables, *channels.back(), n_workers));
     workers.back()->pool = pool;
   }
   auto control = std::make_unique<Control>(*tables, channel_ptrs, pool);

@@ -9,11 +9,11 @@
 namespace kdp {
 
 // Every stage only sends packets to stages after it, so one pass in this
-// order visits each packet's whole path. Conntrack and NAT slot in before
-// Router.
+// order visits each packet's whole path: Nat is PREROUTING (conntrack and
+// Service DNAT), Masquerade POSTROUTING (egress SNAT), as in netfilter.
 inline constexpr std::array kPipelineOrder = {
-    StageId::Classify, StageId::Bridge, StageId::Arp,  StageId::Router,
-    StageId::Icmp,     StageId::Output, StageId::Punt, StageId::Drop,
+    StageId::Classify, StageId::Bridge,   StageId::Arp,  StageId::Nat,    StageId::Router, StageId::Masquerade,
+    StageId::Neighbor, StageId::Icmp,     StageId::Output, StageId::Punt, StageId::Drop,
 };
 static_assert(kPipelineOrder.size() == kStageCount);
 
@@ -33,7 +33,10 @@ class Pipeline {
   Classify classify_;
   Bridge bridge_;
   Arp arp_;
+  ServiceNat nat_;
   Router router_;
+  Masquerade masquerade_;
+  Neighbor neighbor_;
   Icmp icmp_;
   Output output_;
   Punt punt_;

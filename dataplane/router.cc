@@ -1,9 +1,12 @@
 // Router: the node's per-CIDR router. LPM over the route snapshot, martian
-// checks, TTL, then the next hop's MAC from the neighbour table (pods: the
-// port from the FDB). Unresolved next hops are punted to the control thread,
-// which holds them while it resolves.
+// checks, TTL, the next hop and egress port; new pod traffic leaving the
+// cluster goes by Masquerade. Neighbor then writes the next hop's MAC (pods:
+// the port from the FDB); unresolved next hops are punted to the control
+// thread, which holds them while it resolves.
 #include "dataplane/packet_build.h"
 #include "dataplane/stages.h"
+
+#include <algorithm>
 
 namespace kdp {
 
@@ -28,10 +31,6 @@ void Router::process(Burst& burst) {
   }
   tables.routes()->lookup_bulk(dst_ips, n, hops);
 
-  // Packets still to forward, with the neighbour each one needs.
-  unsigned fwd[kBurstCapacity];
-  NeighborKey nbr_keys[kBurstCapacity];
-  unsigned n_fwd = 0;
   for (unsigned i = 0; i < n; ++i) {
     rte_mbuf* m = burst.pkts[i];
     PacketMeta& md = meta(m);
@@ -86,9 +85,27 @@ void Router::process(Burst& burst) {
     else md.flags &= ~kFlagToBridgeNet;
     auto* eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
     eth->src_addr = to_pod ? tables.gateway_mac : tables.ports[hop->port].mac;
-    nbr_keys[n_fwd] = NeighborKey{md.next_hop};
-    fwd[n_fwd++] = i;
+    // New pod traffic leaving the cluster is masqueraded (POSTROUTING).
+    const Ipv4 src_ip = rte_be_to_cpu_32(ip->src_addr);
+    const auto& nat = tables.config.nat;
+    const auto& node = tables.config.node;
+    const bool masquerade = !to_pod && nat.masquerade_egress && !(md.flags & kFlagNatDone) &&
+                            node.cluster_cidr.contains(src_ip) && !node.cluster_cidr.contains(dst_ips[i]) &&
+                            !(node.service_cidr && node.service_cidr->contains(dst_ips[i])) &&
+                            !std::any_of(nat.non_masquerade_cidrs.begin(), nat.non_masquerade_cidrs.end(),
+                                         [&](const Ipv4Prefix& p) { return p.contains(dst_ips[i]); });
+    burst.send(i, masquerade ? StageId::Masquerade : StageId::Neighbor);
   }
+}
+
+// Neighbor: writes the next hop's MAC (the neighbour table) and, for pods,
+// picks the bridge port from the FDB; unresolved next hops go to the
+// control thread.
+void Neighbor::process(Burst& burst) {
+  NodeTables& tables = ctx_.tables;
+  const unsigned n_fwd = burst.n;
+  NeighborKey nbr_keys[kBurstCapacity];
+  for (unsigned i = 0; i < n_fwd; ++i) nbr_keys[i] = NeighborKey{meta(burst.pkts[i]).next_hop};
   if (n_fwd == 0) return;
 
   NeighborEntry* nbrs[kBurstCapacity];
@@ -96,10 +113,9 @@ void Router::process(Burst& burst) {
   unsigned pods[kBurstCapacity];
   FdbKey pod_macs[kBurstCapacity];
   unsigned n_pods = 0;
-  for (unsigned k = 0; k < n_fwd; ++k) {
-    const unsigned i = fwd[k];
+  for (unsigned i = 0; i < n_fwd; ++i) {
     rte_mbuf* m = burst.pkts[i];
-    NeighborEntry* nbr = nbrs[k];
+    NeighborEntry* nbr = nbrs[i];
     if (nbr == nullptr) {
       burst.send(i, StageId::Punt);
       continue;

@@ -37,7 +37,25 @@ class Arp final : StageBase {
   void process(Burst& burst);
 };
 
+class ServiceNat final : StageBase {
+ public:
+  using StageBase::StageBase;
+  void process(Burst& burst);
+};
+
 class Router final : StageBase {
+ public:
+  using StageBase::StageBase;
+  void process(Burst& burst);
+};
+
+class Masquerade final : StageBase {
+ public:
+  using StageBase::StageBase;
+  void process(Burst& burst);
+};
+
+class Neighbor final : StageBase {
  public:
   using StageBase::StageBase;
   void process(Burst& burst);

@@ -71,6 +71,15 @@ json collect_stats(const NodeTables& tables, const std::vector<std::unique_ptr<W
                               {"learn_queue_full", c.learn_queue_full.get()},
                               {"idle_sleeps", c.idle_sleeps.get()}});
   }
+  const Conntrack& ct = *tables.conntrack;
+  out["conntrack"] = {{"flows", ct.size()},
+                      {"capacity", ct.capacity()},
+                      {"created", ct.counters().created.load()},
+                      {"expired", ct.counters().expired.load()},
+                      {"evicted", ct.counters().evicted.load()},
+                      {"full", ct.counters().full.load()},
+                      {"collisions", ct.counters().collisions.load()}};
+  out["services"] = tables.services()->slots().size();
   const auto& cc = control.counters();
   out["control"] = {{"fdb_entries", tables.fdb.size()},
                     {"fdb_learned", cc.fdb_learned.get()},
@@ -119,6 +128,11 @@ std::string format_summary(const json& s) {
                        w["id"].get<unsigned>(), w["lcore"].get<unsigned>(), w["packets"].get<uint64_t>(),
                        w["cycles_per_packet"].get<double>(), w["punted"].get<uint64_t>(),
                        w["injected"].get<uint64_t>());
+  out += fmt::format("  conntrack: {} flows of {}, {} created, {} expired, {} evicted, {} refused (full); {} service frontends\n",
+                     s["conntrack"]["flows"].get<uint64_t>(), s["conntrack"]["capacity"].get<uint64_t>(),
+                     s["conntrack"]["created"].get<uint64_t>(), s["conntrack"]["expired"].get<uint64_t>(),
+                     s["conntrack"]["evicted"].get<uint64_t>(), s["conntrack"]["full"].get<uint64_t>(),
+                     s["services"].get<uint64_t>());
   out += "  control:";
   for (const auto& [name, n] : s["control"].items()) out += fmt::format(" {}={}", name, n.get<uint64_t>());
   out += "\n";

@@ -74,11 +74,34 @@ NodeTables::NodeTables(const Config& cfg, std::vector<PortInfo> port_infos, unsi
     else if (first_uplink == kNoPort) first_uplink = i;
   }
   publish_routes(std::make_unique<RouteSnapshot>(routes_from_config(), route_generation_++));
+  const auto& ct = cfg.conntrack;
+  FlowTimeouts timeouts;
+  auto set = [&](TcpState s, unsigned v) { timeouts.tcp[static_cast<unsigned>(s)] = v; };
+  set(TcpState::SynSent, ct.tcp_syn_sent_s);
+  set(TcpState::SynRecv, ct.tcp_syn_recv_s);
+  set(TcpState::Established, ct.tcp_established_s);
+  set(TcpState::FinWait, ct.tcp_fin_wait_s);
+  set(TcpState::CloseWait, ct.tcp_close_wait_s);
+  set(TcpState::LastAck, ct.tcp_last_ack_s);
+  set(TcpState::TimeWait, ct.tcp_time_wait_s);
+  set(TcpState::Close, ct.tcp_close_s);
+  timeouts.udp = ct.udp_s;
+  timeouts.udp_stream = ct.udp_stream_s;
+  timeouts.icmp = ct.icmp_s;
+  conntrack = std::make_unique<Conntrack>(ct.max_flows, timeouts, rcu);
+  publish_services(std::make_unique<ServiceSnapshot>(compile_services(cfg), next_service_generation()));
+}
+
+void NodeTables::publish_services(std::unique_ptr<ServiceSnapshot> snapshot) {
+  const ServiceSnapshot* old = services_.exchange(snapshot.release(), std::memory_order_acq_rel);
+  if (old != nullptr) rcu.defer([old] { delete old; });
 }
 
 NodeTables::~NodeTables() {
   rcu.drain();
+  conntrack.reset();
   delete routes_.load();
+  delete services_.load();
 }
 
 uint16_t NodeTables::port_index(const std::string& name) const {

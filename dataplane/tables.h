@@ -12,6 +12,8 @@
 #include "dataplane/rcu.h"
 #include "dataplane/shared_table.h"
 #include "dataplane/types.h"
+#include "flows/conntrack.h"
+#include "nat/service_table.h"
 
 namespace kdp {
 
@@ -137,8 +139,13 @@ struct NodeTables {
   be32 gateway_ip;
   be32 node_ip;
   rte_ether_addr gateway_mac;
+  std::unique_ptr<Conntrack> conntrack;
 
   const RouteSnapshot* routes() const { return routes_.load(std::memory_order_acquire); }
+  const ServiceSnapshot* services() const { return services_.load(std::memory_order_acquire); }
+  // Control thread: replaces the Service table as one change.
+  void publish_services(std::unique_ptr<ServiceSnapshot> snapshot);
+  uint64_t next_service_generation() { return service_generation_++; }
   // Control thread: publishes a new route table; the old one is freed after
   // every worker has moved past it.
   void publish_routes(std::unique_ptr<RouteSnapshot> snapshot);
@@ -149,6 +156,8 @@ struct NodeTables {
  private:
   std::atomic<const RouteSnapshot*> routes_{nullptr};
   uint64_t route_generation_ = 0;
+  std::atomic<const ServiceSnapshot*> services_{nullptr};
+  uint64_t service_generation_ = 0;
 };
 
 }  // namespace kdp

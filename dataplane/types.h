@@ -68,7 +68,7 @@ struct PacketMeta {
   uint8_t l4_proto;        // IPPROTO_* for IPv4 packets
   uint8_t icmp_type;       // ICMP error the Icmp stage must send for this packet
   uint8_t icmp_code;
-  uint8_t reserved;
+  uint8_t icmp_from_dst;   // the error's source is the packet's destination (a rejected VIP)
   be32 next_hop;           // neighbour to resolve, for punted packets
 };
 static_assert(sizeof(PacketMeta) == 16);
@@ -81,6 +81,7 @@ enum PacketFlag : uint8_t {
   kFlagAlsoFlood = 1 << 4,     // a broadcast the router consumes that the bridge floods too
   kFlagToBridgeNet = 1 << 5,   // punted: next hop is a pod, its port comes from the FDB
   kFlagFragment = 1 << 6,      // non-first IPv4 fragment: no L4 header
+  kFlagNatDone = 1 << 7,       // conntrack already translated it (or it needs none)
 };
 
 inline constexpr uint16_t kMbufPrivSize = RTE_ALIGN(sizeof(PacketMeta), RTE_MBUF_PRIV_ALIGN);

@@ -37,9 +37,15 @@ void count_tx_drops(rte_mbuf** unsent, uint16_t count, void* userdata) {
 
 }  // namespace
 
-WorkerContext::WorkerContext(unsigned worker_id, unsigned lcore_id, NodeTables& node_tables, WorkerChannels& ch)
+WorkerContext::WorkerContext(unsigned worker_id, unsigned lcore_id, NodeTables& node_tables, WorkerChannels& ch,
+                             unsigned workers)
     : id(worker_id), lcore(lcore_id), queue(static_cast<uint16_t>(worker_id)), tables(node_tables), channels(ch) {
   icmp_errors.tokens_per_s = tables.config.dataplane.icmp_errors_per_s;
+  const PortRange& snat = tables.config.nat.snat_ports;
+  const unsigned share = (snat.high - snat.low + 1u) / workers;
+  snat_port_low = static_cast<uint16_t>(snat.low + worker_id * share);
+  snat_port_high = static_cast<uint16_t>(snat_port_low + share - 1);
+  snat_port_next = snat_port_low;
   for (uint16_t p = 0; p < tables.ports.size(); ++p) {
     tx[p] = static_cast<rte_eth_dev_tx_buffer*>(
         rte_zmalloc_socket("kdp_txbuf", RTE_ETH_TX_BUFFER_SIZE(kBurstSize), 0, rte_lcore_to_socket_id(lcore)));

@@ -70,7 +70,7 @@ struct LearnFilter {
 };
 
 struct alignas(64) WorkerContext {
-  WorkerContext(unsigned id, unsigned lcore, NodeTables& tables, WorkerChannels& channels);
+  WorkerContext(unsigned id, unsigned lcore, NodeTables& tables, WorkerChannels& channels, unsigned workers = 1);
   ~WorkerContext();
 
   const unsigned id;
@@ -84,6 +84,8 @@ struct alignas(64) WorkerContext {
   uint64_t now_tsc = 0;
   uint32_t now_s = 0;
   TokenBucket icmp_errors;
+  // This worker's share of [nat] snat_ports, so allocation takes no lock.
+  uint16_t snat_port_low = 0, snat_port_high = 0, snat_port_next = 0;
   LearnFilter learn_filter;
 
   void report(const LearnEvent& ev) {

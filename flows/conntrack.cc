@@ -75,7 +75,7 @@ void Conntrack::lookup_bulk(const FlowKey* keys, unsigned n, FlowRef* found) con
 }
 
 FlowEntry* Conntrack::create(const FlowKey& orig, const FlowKey& reply, uint8_t nat_flags, uint16_t service,
-                             uint32_t now_s) {
+                             uint32_t now_s, TcpState initial) {
   void* slot;
   if (rte_ring_mc_dequeue(free_, &slot) != 0) {
     counters_.full.fetch_add(1, std::memory_order_relaxed);
@@ -91,7 +91,7 @@ FlowEntry* Conntrack::create(const FlowKey& orig, const FlowKey& reply, uint8_t 
   e.reply = reply;
   e.last_seen_s.store(now_s, std::memory_order_relaxed);
   e.created_s = now_s;
-  e.tcp_state.store(static_cast<uint8_t>(orig.proto == IPPROTO_TCP ? TcpState::SynSent : TcpState::None),
+  e.tcp_state.store(static_cast<uint8_t>(orig.proto == IPPROTO_TCP ? initial : TcpState::None),
                     std::memory_order_relaxed);
   e.flags.store(nat_flags, std::memory_order_relaxed);
   e.service = service;

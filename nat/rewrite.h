@@ -15,18 +15,18 @@ namespace kdp {
 
 // Where a packet's L4 "port" words sit, if it has any.
 struct L4Ports {
-  uint16_t* src = nullptr;       // network order, unaligned-safe through memcpy
-  uint16_t* dst = nullptr;
-  uint16_t* checksum = nullptr;  // null: no checksum to fix (UDP with 0)
+  uint8_t* src = nullptr;       // 16-bit network-order fields, read and written through memcpy
+  uint8_t* dst = nullptr;
+  uint8_t* checksum = nullptr;  // null: no checksum to fix (UDP with 0)
   bool pseudo_header = false;    // the checksum covers the IP addresses
 };
 
-inline uint16_t load16(const uint16_t* p) {
+inline uint16_t load16(const uint8_t* p) {
   uint16_t v;
   std::memcpy(&v, p, 2);
   return v;
 }
-inline void store16(uint16_t* p, uint16_t v) { std::memcpy(p, &v, 2); }
+inline void store16(uint8_t* p, uint16_t v) { std::memcpy(p, &v, 2); }
 
 // Replaces a 32-bit value covered by a checksum (as two 16-bit words).
 inline uint16_t checksum_replace32(uint16_t checksum, uint32_t old_value, uint32_t new_value) {
@@ -39,23 +39,21 @@ inline L4Ports l4_ports(rte_ipv4_hdr* ip, unsigned l3_len) {
   uint8_t* l4 = reinterpret_cast<uint8_t*>(ip) + l3_len;
   L4Ports p;
   switch (ip->next_proto_id) {
-    case IPPROTO_TCP: {
-      auto* tcp = reinterpret_cast<rte_tcp_hdr*>(l4);
-      p = {&tcp->src_port, &tcp->dst_port, &tcp->cksum, true};
+    case IPPROTO_TCP:
+      p = {l4 + offsetof(rte_tcp_hdr, src_port), l4 + offsetof(rte_tcp_hdr, dst_port), l4 + offsetof(rte_tcp_hdr, cksum),
+           true};
       break;
-    }
-    case IPPROTO_UDP: {
-      auto* udp = reinterpret_cast<rte_udp_hdr*>(l4);
-      p = {&udp->src_port, &udp->dst_port, udp->dgram_cksum != 0 ? &udp->dgram_cksum : nullptr, true};
+    case IPPROTO_UDP:
+      p = {l4 + offsetof(rte_udp_hdr, src_port), l4 + offsetof(rte_udp_hdr, dst_port),
+           load16(l4 + offsetof(rte_udp_hdr, dgram_cksum)) != 0 ? l4 + offsetof(rte_udp_hdr, dgram_cksum) : nullptr,
+           true};
       break;
-    }
-    case IPPROTO_ICMP: {
+    case IPPROTO_ICMP:
       // Echo: the identifier is the "port" of both ends; the checksum does
       // not cover the IP header.
-      auto* icmp = reinterpret_cast<rte_icmp_hdr*>(l4);
-      p = {&icmp->icmp_ident, &icmp->icmp_ident, &icmp->icmp_cksum, false};
+      p = {l4 + offsetof(rte_icmp_hdr, icmp_ident), l4 + offsetof(rte_icmp_hdr, icmp_ident),
+           l4 + offsetof(rte_icmp_hdr, icmp_cksum), false};
       break;
-    }
     default: break;
   }
   return p;

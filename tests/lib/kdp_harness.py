@@ -39,6 +39,7 @@ class NodeConfig:
     neighbors: list = field(default_factory=list)   # [(ip, mac)]
     node: dict = field(default_factory=lambda: dict(NODE))
     memory_mb: int = 256
+    max_flows: int = 16384  # the default 1M flows needs ~200 MB; tests need few
     lcores: tuple = (1,)
     extra: str = ""  # raw TOML appended (e.g. "[bridge]\naging_s = 5\n")
 
@@ -48,6 +49,7 @@ class NodeConfig:
         out += ["[eal]", f'args = ["--no-huge", "-m", "{self.memory_mb}", "--no-pci"]',
                 f"file_prefix = {q('kdp-test-' + uuid.uuid4().hex[:12])}"]
         out += ["[workers]", f"lcores = [{', '.join(str(c) for c in self.lcores)}]"]
+        out += ["[conntrack]", f"max_flows = {self.max_flows}"]
         for p in self.ports:
             out += ["[[port]]", f"name = {q(p.name)}", f"role = {q(p.role)}", f"device = {q(p.device)}"]
             if p.mac:

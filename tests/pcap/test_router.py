@@ -8,6 +8,9 @@ from golden import (ALL_PORTS, BCAST, DEFAULT_ROUTE, GW_IP, GW_MAC, NEIGHBORS, N
                     UDP, Ether, assert_frame, icmp_checksum_valid, ip_checksum_valid, pod_frame, replay, routed,
                     uplink_frame)
 
+# These tests are about routing and ARP; egress masquerade is tested in test_nat.py.
+NO_MASQUERADE = "[nat]\nmasquerade_egress = false\n"
+
 POD_A_IP, POD_A_MAC = PODS[0]
 ZERO_MAC = "00:00:00:00:00:00"
 DEFAULT_GW_IP, DEFAULT_GW_MAC = DEFAULT_ROUTE[1], "02:00:00:00:01:01"
@@ -183,7 +186,7 @@ def test_default_route_resolved_by_arp_reply(tmp_path):
     frame = pod_frame(0) / IP(src=POD_A_IP, dst="8.8.8.8", ttl=64) / TCP(sport=5555, dport=443, flags="S")
     is_at = Ether(src=DEFAULT_GW_MAC, dst=UPLINK_MAC) / ARP(op=2, hwsrc=DEFAULT_GW_MAC, psrc=DEFAULT_GW_IP,
                                                              hwdst=UPLINK_MAC, pdst=NODE_IP)
-    r = replay(tmp_path, {"pod0": [frame], UPLINK: [is_at]}, routes=ROUTES + [DEFAULT_ROUTE])
+    r = replay(tmp_path, {"pod0": [frame], UPLINK: [is_at]}, routes=ROUTES + [DEFAULT_ROUTE], extra=NO_MASQUERADE)
     ip_out = [f for f in r.out[UPLINK] if Ether(f).type == 0x0800]
     assert ip_out == [routed(frame, UPLINK_MAC, DEFAULT_GW_MAC)]
     assert [f for f in r.out[UPLINK] if Ether(f).type != 0x0800] in ([], [kdp_who_has(UPLINK_MAC, NODE_IP,
@@ -198,7 +201,7 @@ def test_default_route_static_gateway(tmp_path):
     carries the rest (static gateway neighbour)."""
     to_remote_pod = pod_frame(0) / IP(src=POD_A_IP, dst=REMOTE_POD_IP) / UDP() / b"specific"
     to_internet = pod_frame(0) / IP(src=POD_A_IP, dst="1.1.1.1") / UDP() / b"default"
-    r = replay(tmp_path, {"pod0": [to_remote_pod, to_internet]}, routes=ROUTES + [DEFAULT_ROUTE],
+    r = replay(tmp_path, {"pod0": [to_remote_pod, to_internet]}, routes=ROUTES + [DEFAULT_ROUTE], extra=NO_MASQUERADE,
                neighbors=NEIGHBORS + [(DEFAULT_GW_IP, DEFAULT_GW_MAC)])
     assert r.out[UPLINK] == [routed(to_remote_pod, UPLINK_MAC, REMOTE_NODE_MAC),
                              routed(to_internet, UPLINK_MAC, DEFAULT_GW_MAC)]
@@ -219,7 +222,7 @@ def test_connected_uplink_subnet(tmp_path, node_ip):
     192.168.50.11 goes straight to that host's MAC. Without the length there
     is no such route (and no default route): network unreachable."""
     frame = pod_frame(0) / IP(src=POD_A_IP, dst=REMOTE_NODE_IP) / TCP(sport=40000, dport=10250, flags="S")
-    r = replay(tmp_path, {"pod0": [frame]}, node={"node_ip": node_ip})
+    r = replay(tmp_path, {"pod0": [frame]}, node={"node_ip": node_ip}, extra=NO_MASQUERADE)
     if "/" in node_ip:
         assert r.out[UPLINK] == [routed(frame, UPLINK_MAC, REMOTE_NODE_MAC)]
         assert all(r.out[p] == [] for p in POD_PORTS)

@@ -223,6 +223,9 @@ cluster_cidr = "10.244.0.0/16"
 [workers]
 lcores = [1]
 
+[conntrack]
+max_flows = 4096
+
 [[port]]
 name = "up0"
 role = "uplink"

@@ -266,6 +266,8 @@ TEST_F(RouterRetryTest, UnresolvedPodRetriedThenGivenUp) {
 class RouterConnectedUplinkTest : public RouterTest {
  protected:
   std::string node_ip_text() const override { return "192.168.50.10/24"; }
+  // The node subnet stays unmasqueraded here: this is about ARP, not SNAT.
+  std::string extra_config() const override { return "[nat]\nnon_masquerade_cidrs = [\"192.168.50.0/24\"]\n"; }
 };
 
 TEST_F(RouterConnectedUplinkTest, UplinkNeighborResolvedOnTheUplinkOnly) {

@@ -1,0 +1,273 @@
+// ServiceNat (PREROUTING): finds each packet's flow and translates it in the
+// flow's direction; a new connection to a Service VIP picks a backend, is
+// masqueraded when kube-proxy would, and becomes a flow. Masquerade
+// (POSTROUTING): new pod traffic leaving the cluster gets the node IP.
+#include <rte_hash_crc.h>
+#include <rte_random.h>
+
+#include "dataplane/stages.h"
+#include "nat/rewrite.h"
+
+namespace kdp {
+
+namespace {
+
+constexpr unsigned kEthLen = sizeof(rte_ether_hdr);
+constexpr unsigned kSnatTries = 16;
+constexpr uint16_t kNoService = 0xffff;  // flows of no Service (egress, inbound to pods)
+
+rte_ipv4_hdr* ipv4_of(rte_mbuf* m) { return rte_pktmbuf_mtod_offset(m, rte_ipv4_hdr*, kEthLen); }
+
+// The flow key of a packet; false for packets conntrack does not follow
+// (later fragments, ICMP other than echo, protocols without ports).
+bool flow_key_of(rte_mbuf* m, FlowKey& key, uint8_t& tcp_flags) {
+  const PacketMeta& md = meta(m);
+  if (md.flags & kFlagFragment) return false;
+  rte_ipv4_hdr* ip = ipv4_of(m);
+  const uint8_t* l4 = reinterpret_cast<const uint8_t*>(ip) + m->l3_len;
+  key = {be32{ip->src_addr}, be32{ip->dst_addr}, {}, {}, ip->next_proto_id, {}};
+  tcp_flags = 0;
+  switch (ip->next_proto_id) {
+    case IPPROTO_TCP:
+      tcp_flags = reinterpret_cast<const rte_tcp_hdr*>(l4)->tcp_flags;
+      [[fallthrough]];
+    case IPPROTO_UDP:
+      std::memcpy(&key.src_port, l4, 2);
+      std::memcpy(&key.dst_port, l4 + 2, 2);
+      return true;
+    case IPPROTO_ICMP: {
+      const auto* icmp = reinterpret_cast<const rte_icmp_hdr*>(l4);
+      if (icmp->icmp_type == RTE_IP_ICMP_ECHO_REQUEST) key.src_port = be16{icmp->icmp_ident};
+      else if (icmp->icmp_type == RTE_IP_ICMP_ECHO_REPLY) key.dst_port = be16{icmp->icmp_ident};
+      else return false;
+      return true;
+    }
+    default: return false;
+  }
+}
+
+// Rewrites a packet of `flow` going in `dir` to what the other end expects.
+void translate(rte_mbuf* m, const FlowEntry& flow, FlowDir dir) {
+  const FlowKey& to = dir == FlowDir::Original ? flow.reply : flow.orig;
+  // The reply tuple, reversed, is how an original packet must look after
+  // translation, and the other way round.
+  nat_rewrite(ipv4_of(m), m->l3_len, to.dst_ip, to.dst_port, to.src_ip, to.src_port);
+}
+
+// Picks a source port from this worker's share of the SNAT range for which
+// the flow's reply tuple is free, and creates the flow.
+FlowEntry* create_with_snat(WorkerContext& ctx, const FlowKey& orig, FlowKey reply, uint8_t nat_flags,
+                            uint16_t service, TcpState initial) {
+  Conntrack& ct = *ctx.tables.conntrack;
+  for (unsigned t = 0; t < kSnatTries; ++t) {
+    reply.dst_port = to_be16(ctx.snat_port_next);
+    ctx.snat_port_next = ctx.snat_port_next == ctx.snat_port_high ? ctx.snat_port_low : ctx.snat_port_next + 1;
+    if (FlowEntry* e = ct.create(orig, reply, nat_flags, service, ctx.now_s, initial)) return e;
+    if (ct.size() >= ct.capacity()) return nullptr;  // full, not a port collision
+  }
+  return nullptr;
+}
+
+const BackendWire& choose_backend(const ServiceSnapshot& services, const ServiceSlot& slot, const BackendSet& set,
+                                  const FlowKey& key) {
+  switch (slot.lb) {
+    case LbAlgorithm::Maglev:
+      return set.backends[set.maglev[rte_hash_crc(&key, sizeof key, 0) % set.maglev.size()]];
+    case LbAlgorithm::RoundRobin:
+      return set.backends[services.next_round_robin(slot.id) % set.backends.size()];
+    case LbAlgorithm::Random: break;
+  }
+  return set.backends[rte_rand_max(set.backends.size())];
+}
+
+}  // namespace
+
+void ServiceNat::process(Burst& burst) {
+  NodeTables& tables = ctx_.tables;
+  Conntrack& ct = *tables.conntrack;
+  const unsigned n = burst.n;
+  FlowKey keys[kBurstCapacity];
+  uint8_t tcp_flags[kBurstCapacity];
+  unsigned keyed[kBurstCapacity];
+  unsigned n_keyed = 0;
+  for (unsigned i = 0; i < n; ++i) {
+    FlowKey k;
+    uint8_t flags;
+    if (!flow_key_of(burst.pkts[i], k, flags)) {
+      burst.send(i, StageId::Router);
+      continue;
+    }
+    keys[n_keyed] = k;
+    tcp_flags[n_keyed] = flags;
+    keyed[n_keyed++] = i;
+  }
+  if (n_keyed == 0) return;
+  FlowRef flows[kBurstCapacity];
+  ct.lookup_bulk(keys, n_keyed, flows);
+
+  // Packets of known flows are translated; the others may open a Service flow.
+  const ServiceSnapshot& services = *tables.services();
+  ServiceWireKey svc_keys[kBurstCapacity];
+  unsigned misses[kBurstCapacity];
+  unsigned n_miss = 0;
+  for (unsigned k = 0; k < n_keyed; ++k) {
+    const unsigned i = keyed[k];
+    rte_mbuf* m = burst.pkts[i];
+    FlowRef ref = flows[k];
+    const bool reopened = ref.entry != nullptr && ref.dir == FlowDir::Original && keys[k].proto == IPPROTO_TCP &&
+                          tcp_opens_flow(tcp_flags[k]) &&
+                          (ref.entry->state() == TcpState::TimeWait || ref.entry->state() == TcpState::Close);
+    if (ref.entry != nullptr && !ref.entry->has(kFlowDying) && !reopened && !ct.expired(*ref.entry, ctx_.now_s)) {
+      if (!ct.update(*ref.entry, ref.dir, tcp_flags[k], ctx_.now_s)) {
+        burst.drop(i, DropReason::ConntrackInvalid);
+        continue;
+      }
+      if (ref.entry->flags.load(std::memory_order_relaxed) & (kFlowDnat | kFlowSnat)) translate(m, *ref.entry, ref.dir);
+      meta(m).flags |= kFlagNatDone;
+      burst.send(i, StageId::Router);
+      continue;
+    }
+    svc_keys[n_miss] = {keys[k].dst_ip, keys[k].dst_port, keys[k].proto, 0};
+    misses[n_miss++] = k;
+  }
+  if (n_miss == 0) return;
+  const ServiceSlot* slots[kBurstCapacity];
+  services.lookup_bulk(svc_keys, n_miss, slots);
+
+  const auto& node = tables.config.node;
+  for (unsigned s = 0; s < n_miss; ++s) {
+    const unsigned k = misses[s];
+    const unsigned i = keyed[k];
+    rte_mbuf* m = burst.pkts[i];
+    PacketMeta& md = meta(m);
+    const FlowKey& key = keys[k];
+    // An earlier packet of this burst may have opened the flow.
+    FlowRef again;
+    ct.lookup_bulk(&key, 1, &again);
+    if (again.entry != nullptr && !again.entry->has(kFlowDying) && again.entry->created_s == ctx_.now_s &&
+        !ct.expired(*again.entry, ctx_.now_s)) {
+      if (!ct.update(*again.entry, again.dir, tcp_flags[k], ctx_.now_s)) {
+        burst.drop(i, DropReason::ConntrackInvalid);
+        continue;
+      }
+      if (again.entry->flags.load(std::memory_order_relaxed) & (kFlowDnat | kFlowSnat))
+        translate(m, *again.entry, again.dir);
+      md.flags |= kFlagNatDone;
+      burst.send(i, StageId::Router);
+      continue;
+    }
+    const Ipv4 dst = from_be(key.dst_ip), src = from_be(key.src_ip);
+    const ServiceSlot* slot = slots[s];
+    if (slot == nullptr || key.proto == IPPROTO_ICMP) {
+      // Nothing answers on a service address but its Services: a known
+      // cluster IP on another port is rejected, an unallocated one dropped.
+      if (node.service_cidr && node.service_cidr->contains(dst)) {
+        if (services.is_cluster_ip(dst) && key.proto != IPPROTO_ICMP) {
+          md.drop_reason = static_cast<uint8_t>(DropReason::ServiceUnknownPort);
+          md.icmp_type = 3, md.icmp_code = 3, md.icmp_from_dst = 1;
+          burst.send(i, StageId::Icmp);
+        } else {
+          burst.drop(i, DropReason::ServiceUnallocated);
+        }
+        continue;
+      }
+      // Connections from outside the cluster to this node's pods are tracked
+      // (without NAT), so the pods' answers are known as replies and never
+      // taken for new egress to masquerade.
+      if (tables.config.nat.masquerade_egress && node.pod_cidr.contains(dst) && !node.cluster_cidr.contains(src) &&
+          (key.proto != IPPROTO_TCP || tcp_opens_flow(tcp_flags[k])) &&
+          ct.create(key, key.reversed(), 0, kNoService, ctx_.now_s, TcpState::SynSent) != nullptr)
+        md.flags |= kFlagNatDone;
+      burst.send(i, StageId::Router);  // plain forwarding; egress masquerade after routing
+      continue;
+    }
+    if (!slot->source_ranges.empty() &&
+        std::none_of(slot->source_ranges.begin(), slot->source_ranges.end(),
+                     [&](const Ipv4Prefix& p) { return p.contains(src); })) {
+      burst.drop(i, DropReason::LbSourceRange);
+      continue;
+    }
+    const bool from_pod = node.cluster_cidr.contains(src);
+    const BackendSet& set = from_pod ? slot->from_pods : slot->external;
+    if (set.backends.empty()) {
+      const auto empty = from_pod ? slot->empty_pods : slot->empty_external;
+      if (empty == ServiceEntry::Empty::Drop) {
+        burst.drop(i, DropReason::ServiceNoLocalEndpoints);
+      } else {
+        // Rejected at once so clients fail fast, as kube-proxy does.
+        md.drop_reason = static_cast<uint8_t>(DropReason::ServiceNoEndpoints);
+        md.icmp_type = 3, md.icmp_code = 3, md.icmp_from_dst = 1;
+        burst.send(i, StageId::Icmp);
+      }
+      continue;
+    }
+    if (key.proto == IPPROTO_TCP && !tcp_opens_flow(tcp_flags[k])) {
+      burst.drop(i, DropReason::ConntrackInvalid);  // no mid-stream pickup onto a backend
+      continue;
+    }
+    const BackendWire& backend = choose_backend(services, *slot, set, key);
+    // Hairpin: a pod reaching itself through its Service must see the
+    // connection come from elsewhere, or it would answer itself directly.
+    const bool masquerade =
+        (from_pod ? slot->masquerade_from_pods : slot->masquerade_external) || backend.ip == key.src_ip;
+    FlowKey reply{backend.ip, key.src_ip, backend.port, key.src_port, key.proto, {}};
+    FlowEntry* flow;
+    if (masquerade) {
+      // MASQUERADE picks the address of the interface the packet leaves by.
+      reply.dst_ip = node.pod_cidr.contains(from_be(backend.ip)) ? tables.gateway_ip : tables.node_ip;
+      flow = create_with_snat(ctx_, key, reply, kFlowDnat | kFlowSnat, slot->id, TcpState::SynSent);
+    } else {
+      flow = ct.create(key, reply, kFlowDnat, slot->id, ctx_.now_s, TcpState::SynSent);
+    }
+    if (flow == nullptr) {
+      burst.drop(i, ct.size() >= ct.capacity() ? DropReason::ConntrackFull : DropReason::SnatPortsExhausted);
+      continue;
+    }
+    translate(m, *flow, FlowDir::Original);
+    md.flags |= kFlagNatDone;
+    burst.send(i, StageId::Router);
+  }
+}
+
+void Masquerade::process(Burst& burst) {
+  NodeTables& tables = ctx_.tables;
+  for (unsigned i = 0; i < burst.n; ++i) {
+    rte_mbuf* m = burst.pkts[i];
+    FlowKey key;
+    uint8_t tcp_flags;
+    if (!flow_key_of(m, key, tcp_flags)) {
+      // Without ports there is nothing to tell the replies apart by.
+      burst.drop(i, DropReason::MasqueradeUnsupported);
+      continue;
+    }
+    // An earlier packet of this burst may have opened the flow.
+    FlowRef again;
+    tables.conntrack->lookup_bulk(&key, 1, &again);
+    if (again.entry != nullptr && !again.entry->has(kFlowDying) && again.dir == FlowDir::Original) {
+      tables.conntrack->update(*again.entry, again.dir, tcp_flags, ctx_.now_s);
+      translate(m, *again.entry, FlowDir::Original);
+      burst.send(i, StageId::Neighbor);
+      continue;
+    }
+    // Only a packet that opens a connection starts masquerading: a TCP
+    // segment of a connection kdp never saw open (an answer of a pod to a
+    // client it did not track) is forwarded as it is.
+    if (key.proto == IPPROTO_TCP && !tcp_opens_flow(tcp_flags)) {
+      burst.send(i, StageId::Neighbor);
+      continue;
+    }
+    FlowKey reply = key.reversed();
+    reply.dst_ip = tables.node_ip;
+    const TcpState initial = TcpState::SynSent;
+    FlowEntry* flow = create_with_snat(ctx_, key, reply, kFlowSnat, kNoService, initial);
+    if (flow == nullptr) {
+      const Conntrack& ct = *tables.conntrack;
+      burst.drop(i, ct.size() >= ct.capacity() ? DropReason::ConntrackFull : DropReason::SnatPortsExhausted);
+      continue;
+    }
+    translate(m, *flow, FlowDir::Original);
+    burst.send(i, StageId::Neighbor);
+  }
+}
+
+}  // namespace kdp

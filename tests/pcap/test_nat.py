@@ -1,0 +1,183 @@
+"""Service NAT and masquerade through conntrack, replayed through net_pcap:
+DNAT of a new connection, reverse translation of its reply, masquerade,
+and the rejections kube-proxy makes. Expected frames are rebuilt by scapy
+with fresh checksums, so kdp's incremental updates are checked byte for byte.
+
+Pod ports are listed before the uplink where a reply arrives on another
+port than its request: kdp polls ports in config order, so the request has
+made its flow before the reply is read."""
+from golden import (GW_MAC, NODE_IP, PODS, REMOTE_NODE_IP, REMOTE_NODE_MAC, REMOTE_POD_IP, ROUTES, UPLINK,
+                    UPLINK_MAC, ICMP, IP, TCP, UDP, Ether, assert_frame, icmp_checksum_valid, pod_frame, replay,
+                    uplink_frame)
+
+POD_A_IP, POD_A_MAC = PODS[0]
+VIP = "10.96.0.10"
+SNAT_PORT = 32768  # the first port of worker 0's share of [nat] snat_ports
+OUTSIDE_IP, OUTSIDE_MAC = "192.168.50.99", "02:00:00:00:0c:63"
+INTERNET_GW_IP, INTERNET_GW_MAC = "192.168.50.1", "02:00:00:00:0c:01"
+POD_FIRST = ("pod0", "pod1", "pod2", UPLINK)
+NODE = {"service_cidr": "10.96.0.0/12", "node_ip": NODE_IP + "/24"}
+NEIGHBORS = [(REMOTE_NODE_IP, REMOTE_NODE_MAC), (POD_A_IP, POD_A_MAC), (OUTSIDE_IP, OUTSIDE_MAC),
+             (INTERNET_GW_IP, INTERNET_GW_MAC)]
+
+
+def service(endpoints=((REMOTE_POD_IP, "node-b"),), policy="Cluster", protocol="TCP"):
+    toml = f'''[[service]]
+name = "default/web"
+type = "NodePort"
+cluster_ip = "{VIP}"
+external_traffic_policy = "{policy}"
+  [[service.port]]
+  protocol = "{protocol}"
+  port = 80
+  target_port = 8080
+  node_port = 30080
+'''
+    for ip, node in endpoints:
+        toml += f'''  [[service.endpoint]]
+  ip = "{ip}"
+  node = "{node}"
+'''
+    return toml
+
+
+def translated(frame, src_mac, dst_mac, src=None, sport=None, dst=None, dport=None) -> bytes:
+    """`frame` routed (TTL-1, new MACs) with addresses/ports rewritten and
+    every checksum computed afresh by scapy."""
+    pkt = Ether(bytes(frame))
+    pkt.src, pkt.dst = src_mac, dst_mac
+    ip = pkt[IP]
+    ip.ttl -= 1
+    if src: ip.src = src
+    if dst: ip.dst = dst
+    l4 = ip.payload
+    if sport is not None: l4.sport = sport
+    if dport is not None: l4.dport = dport
+    del ip.chksum
+    del l4.chksum
+    return bytes(pkt)
+
+
+def nat_run(tmp_path, inputs, *, ports=POD_FIRST, svc=None, routes=ROUTES, extra=""):
+    return replay(tmp_path, inputs, ports=ports, routes=routes, neighbors=NEIGHBORS, node=NODE,
+                  extra=(svc if svc is not None else service()) + extra)
+
+
+def test_cluster_ip_from_pod_dnat_and_reply(tmp_path):
+    """pod → ClusterIP:80 leaves to the backend 10.244.2.5:8080 with the pod's
+    own source (pods are not masqueraded); the backend's SYN+ACK comes back
+    from the ClusterIP."""
+    syn = pod_frame(0) / IP(src=POD_A_IP, dst=VIP) / TCP(sport=40000, dport=80, flags="S", seq=1000)
+    synack = uplink_frame() / IP(src=REMOTE_POD_IP, dst=POD_A_IP) / TCP(sport=8080, dport=40000, flags="SA",
+                                                                         seq=5000, ack=1001)
+    r = nat_run(tmp_path, {"pod0": [syn], UPLINK: [synack]})
+    assert r.out[UPLINK] == [translated(syn, UPLINK_MAC, REMOTE_NODE_MAC, dst=REMOTE_POD_IP, dport=8080)]
+    back = translated(synack, GW_MAC, POD_A_MAC, src=VIP, sport=80)
+    assert back in r.out["pod0"], "the reply reaches the client from the ClusterIP"
+    for port in ("pod1", "pod2"):  # flooded copies only, until the client's MAC is learned
+        assert all(f == back for f in r.out[port])
+    assert r.drops() == {}
+
+
+def test_node_port_from_outside_masqueraded(tmp_path):
+    """outside → node IP:30080 (externalTrafficPolicy Cluster): DNAT to the
+    backend and SNAT to the node IP; the reply is un-NATed both ways."""
+    syn = uplink_frame(src_mac=OUTSIDE_MAC) / IP(src=OUTSIDE_IP, dst=NODE_IP) / TCP(sport=51000, dport=30080,
+                                                                                   flags="S")
+    synack = uplink_frame() / IP(src=REMOTE_POD_IP, dst=NODE_IP) / TCP(sport=8080, dport=SNAT_PORT, flags="SA")
+    ack = uplink_frame(src_mac=OUTSIDE_MAC) / IP(src=OUTSIDE_IP, dst=NODE_IP) / TCP(sport=51000, dport=30080,
+                                                                                   flags="A") / b"GET /"
+    r = nat_run(tmp_path, {UPLINK: [syn, synack, ack]})
+    assert r.out[UPLINK] == [
+        translated(syn, UPLINK_MAC, REMOTE_NODE_MAC, src=NODE_IP, sport=SNAT_PORT, dst=REMOTE_POD_IP, dport=8080),
+        translated(synack, UPLINK_MAC, OUTSIDE_MAC, src=NODE_IP, sport=30080, dst=OUTSIDE_IP, dport=51000),
+        translated(ack, UPLINK_MAC, REMOTE_NODE_MAC, src=NODE_IP, sport=SNAT_PORT, dst=REMOTE_POD_IP, dport=8080)]
+    assert r.drops() == {}
+    assert r.stats["conntrack"]["flows"] == 1
+    assert r.stats["conntrack"]["created"] == 1
+
+
+def test_node_port_local_policy_preserves_source(tmp_path):
+    """externalTrafficPolicy Local with a local endpoint: no masquerade, the
+    backend sees the client's address."""
+    local_ip, local_mac = PODS[1]
+    syn = uplink_frame(src_mac=OUTSIDE_MAC) / IP(src=OUTSIDE_IP, dst=NODE_IP) / TCP(sport=51000, dport=30080,
+                                                                                   flags="S")
+    r = replay(tmp_path, {UPLINK: [syn]}, ports=POD_FIRST, routes=ROUTES, node=NODE,
+               neighbors=NEIGHBORS + [(local_ip, local_mac)],
+               extra=service(endpoints=((local_ip, "node-a"), (REMOTE_POD_IP, "node-b")), policy="Local"))
+    out = translated(syn, GW_MAC, local_mac, dst=local_ip, dport=8080)
+    assert all(r.out[p] == [out] for p in ("pod0", "pod1", "pod2")), "flooded: the pod's MAC is not learned yet"
+    assert r.drops() == {}
+
+
+def test_egress_masquerade_and_reply(tmp_path):
+    """pod → internet leaves with the node IP and a port from the SNAT range;
+    the reply comes back to the pod."""
+    syn = pod_frame(0) / IP(src=POD_A_IP, dst="8.8.8.8") / TCP(sport=5555, dport=443, flags="S")
+    synack = uplink_frame(src_mac=INTERNET_GW_MAC) / IP(src="8.8.8.8", dst=NODE_IP) / TCP(sport=443, dport=SNAT_PORT,
+                                                                                        flags="SA")
+    r = nat_run(tmp_path, {"pod0": [syn], UPLINK: [synack]}, routes=ROUTES + [("0.0.0.0/0", INTERNET_GW_IP)])
+    assert r.out[UPLINK] == [translated(syn, UPLINK_MAC, INTERNET_GW_MAC, src=NODE_IP, sport=SNAT_PORT)]
+    back = translated(synack, GW_MAC, POD_A_MAC, dst=POD_A_IP, dport=5555)
+    assert back in r.out["pod0"]
+    assert r.drops() == {}
+
+
+def test_egress_within_cluster_not_masqueraded(tmp_path):
+    """pod → a pod on another node keeps its source."""
+    frame = pod_frame(0) / IP(src=POD_A_IP, dst=REMOTE_POD_IP) / UDP(sport=7, dport=7) / b"x"
+    r = nat_run(tmp_path, {"pod0": [frame]}, svc="")
+    assert r.out[UPLINK] == [translated(frame, UPLINK_MAC, REMOTE_NODE_MAC)]
+
+
+def expect_port_unreachable(r, request, from_ip):
+    out = r.frames("pod0")
+    assert len(out) == 1
+    err = out[0]
+    assert err[Ether].dst == POD_A_MAC and err[Ether].src == GW_MAC
+    assert (err[IP].src, err[IP].dst, err[ICMP].type, err[ICMP].code) == (from_ip, POD_A_IP, 3, 3)
+    assert icmp_checksum_valid(err)
+    assert bytes(err[ICMP].payload)[:20] == bytes(request[IP])[:20], "quotes the original header"
+
+
+def test_service_without_endpoints_rejected(tmp_path):
+    """No endpoints: ICMP port unreachable from the ClusterIP, at once."""
+    syn = pod_frame(0) / IP(src=POD_A_IP, dst=VIP) / TCP(sport=40000, dport=80, flags="S")
+    r = nat_run(tmp_path, {"pod0": [syn]}, svc=service(endpoints=()))
+    expect_port_unreachable(r, syn, VIP)
+    assert r.drops() == {"service_no_endpoints": 1}
+    assert r.silent(UPLINK, "pod1", "pod2")
+
+
+def test_unknown_port_on_cluster_ip_rejected(tmp_path):
+    syn = pod_frame(0) / IP(src=POD_A_IP, dst=VIP) / TCP(sport=40000, dport=81, flags="S")
+    r = nat_run(tmp_path, {"pod0": [syn]})
+    expect_port_unreachable(r, syn, VIP)
+    assert r.drops() == {"service_unknown_port": 1}
+
+
+def test_unallocated_service_address_dropped(tmp_path):
+    syn = pod_frame(0) / IP(src=POD_A_IP, dst="10.96.0.77") / TCP(sport=40000, dport=80, flags="S")
+    r = nat_run(tmp_path, {"pod0": [syn]})
+    assert r.silent(UPLINK, "pod0", "pod1", "pod2")
+    assert r.drops() == {"service_unallocated": 1}
+
+
+def test_mid_stream_packet_to_service_is_invalid(tmp_path):
+    """A TCP packet that opens no connection is not handed to a backend."""
+    ack = pod_frame(0) / IP(src=POD_A_IP, dst=VIP) / TCP(sport=40000, dport=80, flags="A")
+    r = nat_run(tmp_path, {"pod0": [ack]})
+    assert r.silent(UPLINK, "pod0", "pod1", "pod2")
+    assert r.drops() == {"conntrack_invalid": 1}
+
+
+def test_pod_answer_to_outside_client_not_masqueraded(tmp_path):
+    """A client outside the cluster talks to a pod directly: the connection is
+    tracked on the way in, so the pod's answer keeps its own source."""
+    request = uplink_frame(src_mac=OUTSIDE_MAC) / IP(src=OUTSIDE_IP, dst=POD_A_IP) / UDP(sport=5353, dport=53) / b"q"
+    answer = pod_frame(0) / IP(src=POD_A_IP, dst=OUTSIDE_IP) / UDP(sport=53, dport=5353) / b"a"
+    synack = pod_frame(0) / IP(src=POD_A_IP, dst=OUTSIDE_IP) / TCP(sport=22, dport=40000, flags="SA")
+    r = nat_run(tmp_path, {UPLINK: [request], "pod0": [answer, synack]}, ports=("up0", "pod0", "pod1", "pod2"))
+    assert r.out[UPLINK] == [translated(answer, UPLINK_MAC, OUTSIDE_MAC), translated(synack, UPLINK_MAC, OUTSIDE_MAC)]
+    assert r.drops() == {}
