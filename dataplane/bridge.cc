@@ -56,6 +56,9 @@ void Bridge::process(Burst& burst) {
     } else {
       burst.output(i, kFloodPort, in);
     }
+    // Bridged frames go by conntrack (is_bridged) before they leave; all of
+    // them, so frames between two pods keep their order.
+    if (burst.next[i] == StageId::Output) burst.send(i, StageId::Nat);
   }
 }
 

@@ -88,6 +88,12 @@ inline constexpr uint16_t kMbufPrivSize = RTE_ALIGN(sizeof(PacketMeta), RTE_MBUF
 
 inline PacketMeta& meta(rte_mbuf* m) { return *static_cast<PacketMeta*>(rte_mbuf_to_priv(m)); }
 
+// A bridged packet reaches the Nat stage with its L2 egress already chosen
+// (routed ones have none yet): conntrack still sees it, as br_netfilter
+// lets a Linux node's conntrack see bridged traffic, so a pod's answer to a
+// Service client on the same bridge is translated back.
+inline bool is_bridged(const PacketMeta& md) { return md.out_port != kNoPort; }
+
 struct PortInfo {
   std::string name;
   PortRole role = PortRole::Pod;

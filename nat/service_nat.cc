@@ -22,7 +22,7 @@ rte_ipv4_hdr* ipv4_of(rte_mbuf* m) { return rte_pktmbuf_mtod_offset(m, rte_ipv4_
 // (later fragments, ICMP other than echo, protocols without ports).
 bool flow_key_of(rte_mbuf* m, FlowKey& key, uint8_t& tcp_flags) {
   const PacketMeta& md = meta(m);
-  if (md.flags & kFlagFragment) return false;
+  if (!(md.flags & kFlagIpv4) || (md.flags & kFlagFragment)) return false;
   rte_ipv4_hdr* ip = ipv4_of(m);
   const uint8_t* l4 = reinterpret_cast<const uint8_t*>(ip) + m->l3_len;
   key = {be32{ip->src_addr}, be32{ip->dst_addr}, {}, {}, ip->next_proto_id, {}};
@@ -94,7 +94,7 @@ void ServiceNat::process(Burst& burst) {
     FlowKey k;
     uint8_t flags;
     if (!flow_key_of(burst.pkts[i], k, flags)) {
-      burst.send(i, StageId::Router);
+      burst.send(i, is_bridged(meta(burst.pkts[i])) ? StageId::Output : StageId::Router);
       continue;
     }
     keys[n_keyed] = k;
@@ -124,7 +124,11 @@ void ServiceNat::process(Burst& burst) {
       }
       if (ref.entry->flags.load(std::memory_order_relaxed) & (kFlowDnat | kFlowSnat)) translate(m, *ref.entry, ref.dir);
       meta(m).flags |= kFlagNatDone;
-      burst.send(i, StageId::Router);
+      burst.send(i, is_bridged(meta(m)) ? StageId::Output : StageId::Router);
+      continue;
+    }
+    if (is_bridged(meta(m))) {
+      burst.send(i, StageId::Output);  // no Service is reached by bridging
       continue;
     }
     svc_keys[n_miss] = {keys[k].dst_ip, keys[k].dst_port, keys[k].proto, 0};
