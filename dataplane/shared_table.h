@@ -19,6 +19,17 @@
 
 namespace kdp {
 
+// rte_hash_lookup_bulk_data over an array of n <= 64 keys; returns the hit
+// mask (bit i: keys[i] found, its data in data[i]).
+template <class Key>
+uint64_t hash_lookup_bulk(const rte_hash* hash, const Key* keys, unsigned n, void** data) {
+  const void* key_ptrs[RTE_HASH_LOOKUP_BULK_MAX];
+  for (unsigned i = 0; i < n; ++i) key_ptrs[i] = &keys[i];
+  uint64_t hits = 0;
+  rte_hash_lookup_bulk_data(hash, key_ptrs, n, &hits, data);
+  return hits;
+}
+
 template <class Key, class Entry>
 class SharedTable {
   static_assert(std::has_unique_object_representations_v<Key>, "keys are hashed bytewise: no padding");
@@ -48,11 +59,8 @@ class SharedTable {
 
   // Looks up n <= 64 keys at once; found[i] is null for a miss.
   void lookup_bulk(const Key* keys, unsigned n, Entry** found) const {
-    const void* key_ptrs[RTE_HASH_LOOKUP_BULK_MAX];
     void* data[RTE_HASH_LOOKUP_BULK_MAX];
-    for (unsigned i = 0; i < n; ++i) key_ptrs[i] = &keys[i];
-    uint64_t hits = 0;
-    rte_hash_lookup_bulk_data(hash_, key_ptrs, n, &hits, data);
+    const uint64_t hits = hash_lookup_bulk(hash_, keys, n, data);
     for (unsigned i = 0; i < n; ++i)
       found[i] = (hits >> i & 1) ? &entries_[reinterpret_cast<uintptr_t>(data[i])] : nullptr;
   }

@@ -5,6 +5,8 @@
 #include <rte_malloc.h>
 
 #include <new>
+
+#include "dataplane/shared_table.h"
 #include <stdexcept>
 #include <vector>
 
@@ -59,11 +61,8 @@ Conntrack::~Conntrack() {
 }
 
 void Conntrack::lookup_bulk(const FlowKey* keys, unsigned n, FlowRef* found) const {
-  const void* key_ptrs[RTE_HASH_LOOKUP_BULK_MAX];
   void* data[RTE_HASH_LOOKUP_BULK_MAX];
-  for (unsigned i = 0; i < n; ++i) key_ptrs[i] = &keys[i];
-  uint64_t hits = 0;
-  rte_hash_lookup_bulk_data(hash_, key_ptrs, n, &hits, data);
+  const uint64_t hits = hash_lookup_bulk(hash_, keys, n, data);
   for (unsigned i = 0; i < n; ++i) {
     if (!(hits >> i & 1)) {
       found[i] = {};

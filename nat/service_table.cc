@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "dataplane/shared_table.h"
 #include "nat/maglev.h"
 
 namespace kdp {
@@ -64,11 +65,8 @@ ServiceSnapshot::ServiceSnapshot(const CompiledServices& compiled, uint64_t gene
 ServiceSnapshot::~ServiceSnapshot() { rte_hash_free(hash_); }
 
 void ServiceSnapshot::lookup_bulk(const ServiceWireKey* keys, unsigned n, const ServiceSlot** found) const {
-  const void* key_ptrs[RTE_HASH_LOOKUP_BULK_MAX];
   void* data[RTE_HASH_LOOKUP_BULK_MAX];
-  for (unsigned i = 0; i < n; ++i) key_ptrs[i] = &keys[i];
-  uint64_t hits = 0;
-  rte_hash_lookup_bulk_data(hash_, key_ptrs, n, &hits, data);
+  const uint64_t hits = hash_lookup_bulk(hash_, keys, n, data);
   for (unsigned i = 0; i < n; ++i)
     found[i] = (hits >> i & 1) ? &slots_[reinterpret_cast<uintptr_t>(data[i])] : nullptr;
 }
