@@ -469,7 +469,7 @@ void read_eal(const TableReader& root, Config::Eal& eal) {
 void read_workers(const TableReader& root, Config::Workers& workers) {
   if (!root.find("workers")) fail(root.source(), 0, "workers", "required table [workers] is missing");
   TableReader table = section(root, "workers");
-  table.reject_unknown_keys({"lcores", "main_lcore", "idle_sleep_us"});
+  table.reject_unknown_keys({"lcores", "main_lcore", "idle_sleep_us", "cpus"});
 
   workers.main_lcore = table.uint("main_lcore", 0, kMaxLcore, 0);
   workers.idle_sleep_us = table.uint("idle_sleep_us", 0, 100000, 0);
@@ -488,6 +488,18 @@ void read_workers(const TableReader& root, Config::Workers& workers) {
     if (std::find(workers.lcores.begin(), workers.lcores.end(), lcore) != workers.lcores.end())
       fail_element(fmt::format("lcore {} is listed twice", lcore));
     workers.lcores.push_back(static_cast<unsigned>(lcore));
+  }
+  if (!table.find("cpus")) return;
+  auto cpus = table.typed_array<int64_t>("cpus", "integers");
+  if (cpus.size() != workers.lcores.size())
+    table.fail_at("cpus", fmt::format("must list one CPU per worker lcore ({}), got {}", workers.lcores.size(),
+                                      cpus.size()));
+  for (size_t i = 0; i < cpus.size(); ++i) {
+    int64_t cpu = cpus[i]->get();
+    if (cpu < 0 || cpu > kMaxLcore)
+      fail(table.source(), line_of(*cpus[i]), index_key(table.key("cpus"), i),
+           fmt::format("must be between 0 and {}, got {}", kMaxLcore, cpu));
+    workers.cpus.push_back(static_cast<unsigned>(cpu));
   }
 }
 

@@ -78,6 +78,8 @@ struct Config {
     std::vector<unsigned> lcores;   // worker lcores, at least one
     unsigned main_lcore = 0;        // runs the control thread; not in lcores
     unsigned idle_sleep_us = 0;     // 0: busy poll; else sleep this long after idle polls
+    std::vector<unsigned> cpus;     // CPU each worker lcore runs on (lcores may share one, e.g. for
+                                    // tests on a small machine); empty: the CPU numbered as the lcore
   } workers;
 
   struct Mbufs {

@@ -16,9 +16,19 @@ bool is_vdev(const std::string& device) { return device.rfind("net_", 0) == 0; }
 std::vector<std::string> build_eal_args(const Config& config, const std::string& program, int pid) {
   std::vector<std::string> args{program, "--log-level=notice"};
   args.insert(args.end(), config.eal.args.begin(), config.eal.args.end());
-  std::string lcores = std::to_string(config.workers.main_lcore);
-  for (unsigned lcore : config.workers.lcores) lcores += "," + std::to_string(lcore);
-  args.insert(args.end(), {"-l", lcores, "--main-lcore", std::to_string(config.workers.main_lcore)});
+  const auto& workers = config.workers;
+  if (workers.cpus.empty()) {
+    std::string lcores = std::to_string(workers.main_lcore);
+    for (unsigned lcore : workers.lcores) lcores += "," + std::to_string(lcore);
+    args.insert(args.end(), {"-l", lcores});
+  } else {
+    // lcore@cpu: several worker lcores may share a CPU.
+    std::string lcores = fmt::format("{}@{}", workers.main_lcore, workers.main_lcore);
+    for (size_t i = 0; i < workers.lcores.size(); ++i)
+      lcores += fmt::format(",{}@{}", workers.lcores[i], workers.cpus[i]);
+    args.insert(args.end(), {"--lcores", lcores});
+  }
+  args.insert(args.end(), {"--main-lcore", std::to_string(workers.main_lcore)});
   // Two instances on one machine must not share DPDK's runtime directory.
   std::string prefix = config.eal.file_prefix.empty() ? fmt::format("kdp-{}-{}", config.node.name, pid)
                                                       : config.eal.file_prefix;

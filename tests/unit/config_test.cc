@@ -1387,3 +1387,23 @@ TEST(NetTypesTest, ToString) {
 
 }  // namespace
 }  // namespace kdp
+
+namespace kdp {
+namespace {
+
+TEST(ConfigTest, WorkerCpusMapLcoresOntoCpus) {
+  const Config config = parse_config(replace_line(kMinimal, 7, "lcores = [1, 2]\ncpus = [1, 1]"), "node.toml");
+  EXPECT_EQ(config.workers.lcores, (std::vector<unsigned>{1, 2}));
+  EXPECT_EQ(config.workers.cpus, (std::vector<unsigned>{1, 1}));
+  EXPECT_TRUE(parse_config(kMinimal, "node.toml").workers.cpus.empty());
+}
+
+TEST(ConfigTest, WorkerCpusNeedOnePerLcore) {
+  EXPECT_EQ(error_of(replace_line(kMinimal, 7, "lcores = [1, 2]\ncpus = [1]")),
+            "node.toml:8: workers.cpus: must list one CPU per worker lcore (2), got 1");
+  EXPECT_EQ(error_of(replace_line(kMinimal, 7, "lcores = [1]\ncpus = [-1]")),
+            "node.toml:8: workers.cpus[0]: must be between 0 and 1023, got -1");
+}
+
+}  // namespace
+}  // namespace kdp
