@@ -94,6 +94,8 @@ FlowEntry* Conntrack::create(const FlowKey& orig, const FlowKey& reply, uint8_t 
                     std::memory_order_relaxed);
   e.flags.store(nat_flags, std::memory_order_relaxed);
   e.service = service;
+  e.fixed_timeout_s = 0;
+  e.affinity_backend.store(0, std::memory_order_relaxed);
   // The reply tuple must be free: a port collision is the caller's to retry.
   if (rte_hash_lookup(hash_, &reply) >= 0) {
     counters_.collisions.fetch_add(1, std::memory_order_relaxed);
@@ -136,12 +138,38 @@ bool Conntrack::update(FlowEntry& e, FlowDir dir, uint8_t tcp_flags, uint32_t no
 }
 
 uint32_t Conntrack::timeout_of(const FlowEntry& e) const {
+  if (e.fixed_timeout_s != 0) return e.fixed_timeout_s;
   switch (e.orig.proto) {
     case IPPROTO_TCP: return timeouts_.tcp[static_cast<unsigned>(e.state())];
     case IPPROTO_UDP: return e.has(kFlowReplied) ? timeouts_.udp_stream : timeouts_.udp;
     case IPPROTO_ICMP: return timeouts_.icmp;
     default: return timeouts_.other;
   }
+}
+
+bool Conntrack::find_affinity(const FlowKey& key, uint32_t now_s, uint64_t& backend) const {
+  FlowRef ref;
+  lookup_bulk(&key, 1, &ref);
+  if (ref.entry == nullptr || ref.entry->has(kFlowDying) || expired(*ref.entry, now_s)) return false;
+  backend = ref.entry->affinity_backend.load(std::memory_order_relaxed);
+  return backend != 0;
+}
+
+void Conntrack::remember_affinity(const FlowKey& key, uint64_t backend, uint16_t service, uint32_t timeout_s,
+                                  uint32_t now_s) {
+  FlowRef ref;
+  lookup_bulk(&key, 1, &ref);
+  if (ref.entry != nullptr && !ref.entry->has(kFlowDying)) {
+    ref.entry->affinity_backend.store(backend, std::memory_order_relaxed);
+    ref.entry->last_seen_s.store(now_s, std::memory_order_relaxed);
+    return;
+  }
+  FlowKey reply = key;
+  reply.kind = kAffinityReply;  // unique with the record; never matches a packet
+  FlowEntry* e = create(key, reply, 0, service, now_s);
+  if (e == nullptr) return;  // full: the client just loses its stickiness
+  e->fixed_timeout_s = timeout_s;
+  e->affinity_backend.store(backend, std::memory_order_relaxed);
 }
 
 bool Conntrack::expired(const FlowEntry& e, uint32_t now_s) const {

@@ -36,13 +36,19 @@ struct FlowKey {
   be16 src_port{};
   be16 dst_port{};
   uint8_t proto = 0;
-  uint8_t zero[3] = {};
+  uint8_t kind = 0;  // FlowKind
+  uint8_t zero[2] = {};
 
   bool operator==(const FlowKey&) const = default;
   // The same connection seen from the other end.
-  FlowKey reversed() const { return {dst_ip, src_ip, dst_port, src_port, proto, {}}; }
+  FlowKey reversed() const { return {dst_ip, src_ip, dst_port, src_port, proto, kind, {}}; }
 };
 static_assert(sizeof(FlowKey) == 16 && std::has_unique_object_representations_v<FlowKey>);
+
+// What a key names: a connection, or a session-affinity record (the backend
+// a client was last sent to for a frontend), which lives in the same table
+// so it shares its memory, expiry and grace periods.
+enum FlowKind : uint8_t { kConnection = 0, kAffinity = 1, kAffinityReply = 2 };
 
 enum FlowFlag : uint8_t {
   kFlowReplied = 1 << 0,  // a packet went the reply way (UDP: "assured")
@@ -63,10 +69,14 @@ struct alignas(64) FlowEntry {
   uint16_t service = 0;       // service entry id (for listings and flushes)
   uint32_t created_s = 0;
   std::atomic<uint8_t> in_use{0};
+  uint32_t fixed_timeout_s = 0;              // nonzero: expires this long after last use, whatever its state
+  std::atomic<uint64_t> affinity_backend{0};  // affinity records: backend IP << 16 | port (network order)
 
   TcpState state() const { return static_cast<TcpState>(tcp_state.load(std::memory_order_relaxed)); }
   bool has(FlowFlag f) const { return flags.load(std::memory_order_relaxed) & f; }
 };
+
+static_assert(sizeof(FlowEntry) == 64, "one cache line per flow");
 
 struct FlowRef {
   FlowEntry* entry = nullptr;
@@ -118,6 +128,15 @@ class Conntrack {
   uint32_t capacity() const { return capacity_; }
   const ConntrackCounters& counters() const { return counters_; }
   uint32_t timeout_of(const FlowEntry& e) const;
+
+  // Session affinity (kube-proxy's ClientIP): the backend remembered for
+  // `client` on the frontend (vip, port, proto), if its record is live.
+  static FlowKey affinity_key(be32 client, be32 vip, be16 port, uint8_t proto) {
+    return {client, vip, be16{}, port, proto, kAffinity, {}};
+  }
+  bool find_affinity(const FlowKey& key, uint32_t now_s, uint64_t& backend) const;
+  // Records (or re-points) the client's backend; refreshes its timeout.
+  void remember_affinity(const FlowKey& key, uint64_t backend, uint16_t service, uint32_t timeout_s, uint32_t now_s);
 
  private:
   // Evict-ring values: an entry index to remove (half-made flows), or a

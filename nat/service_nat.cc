@@ -80,6 +80,28 @@ const BackendWire& choose_backend(const ServiceSnapshot& services, const Service
   return set.backends[rte_rand_max(set.backends.size())];
 }
 
+uint64_t pack_backend(const BackendWire& b) {
+  return uint64_t{static_cast<uint32_t>(b.ip)} << 16 | static_cast<uint16_t>(b.port);
+}
+
+// kube-proxy's ClientIP affinity: a client goes back to the backend it was
+// last sent to on this frontend, while that backend is still usable and the
+// record has not timed out; each new connection refreshes the record.
+const BackendWire& pick_backend(WorkerContext& ctx, const ServiceSnapshot& services, const ServiceSlot& slot,
+                                const BackendSet& set, const FlowKey& key) {
+  if (slot.affinity_timeout_s == 0) return choose_backend(services, slot, set, key);
+  Conntrack& ct = *ctx.tables.conntrack;
+  const FlowKey affinity = Conntrack::affinity_key(key.src_ip, key.dst_ip, key.dst_port, key.proto);
+  uint64_t remembered;
+  const BackendWire* backend = nullptr;
+  if (ct.find_affinity(affinity, ctx.now_s, remembered))
+    for (const auto& b : set.backends)
+      if (pack_backend(b) == remembered) backend = &b;
+  if (backend == nullptr) backend = &choose_backend(services, slot, set, key);
+  ct.remember_affinity(affinity, pack_backend(*backend), slot.id, slot.affinity_timeout_s, ctx.now_s);
+  return *backend;
+}
+
 }  // namespace
 
 void ServiceNat::process(Burst& burst) {
@@ -209,7 +231,7 @@ void ServiceNat::process(Burst& burst) {
       burst.drop(i, DropReason::ConntrackInvalid);  // no mid-stream pickup onto a backend
       continue;
     }
-    const BackendWire& backend = choose_backend(services, *slot, set, key);
+    const BackendWire& backend = pick_backend(ctx_, services, *slot, set, key);
     // Hairpin: a pod reaching itself through its Service must see the
     // connection come from elsewhere, or it would answer itself directly.
     const bool masquerade =

@@ -21,12 +21,13 @@ NEIGHBORS = [(REMOTE_NODE_IP, REMOTE_NODE_MAC), (POD_A_IP, POD_A_MAC), (OUTSIDE_
              (INTERNET_GW_IP, INTERNET_GW_MAC)]
 
 
-def service(endpoints=((REMOTE_POD_IP, "node-b"),), policy="Cluster", protocol="TCP"):
+def service(endpoints=((REMOTE_POD_IP, "node-b"),), policy="Cluster", protocol="TCP", affinity="None"):
     toml = f'''[[service]]
 name = "default/web"
 type = "NodePort"
 cluster_ip = "{VIP}"
 external_traffic_policy = "{policy}"
+session_affinity = "{affinity}"
   [[service.port]]
   protocol = "{protocol}"
   port = 80
@@ -181,3 +182,25 @@ def test_pod_answer_to_outside_client_not_masqueraded(tmp_path):
     r = nat_run(tmp_path, {UPLINK: [request], "pod0": [answer, synack]}, ports=("up0", "pod0", "pod1", "pod2"))
     assert r.out[UPLINK] == [translated(answer, UPLINK_MAC, OUTSIDE_MAC), translated(synack, UPLINK_MAC, OUTSIDE_MAC)]
     assert r.drops() == {}
+
+
+REMOTE_PODS = [f"10.244.2.{n}" for n in range(5, 9)]
+
+
+def backends_chosen(r):
+    return [Ether(f)[IP].dst for f in r.out[UPLINK]]
+
+
+def test_session_affinity_keeps_client_on_one_backend(tmp_path):
+    """sessionAffinity ClientIP: every new connection of one client goes to
+    the same backend (4 backends, random choice: without affinity ten
+    connections would spread); another client is placed on its own."""
+    syns = [pod_frame(0) / IP(src=POD_A_IP, dst=VIP) / TCP(sport=41000 + n, dport=80, flags="S") for n in range(10)]
+    svc = service(endpoints=[(ip, "node-b") for ip in REMOTE_PODS], affinity="ClientIP")
+    r = nat_run(tmp_path, {"pod0": syns}, svc=svc)
+    chosen = backends_chosen(r)
+    assert len(chosen) == 10 and len(set(chosen)) == 1, chosen
+    assert r.drops() == {}
+    # Without affinity the same ten connections do spread.
+    r = nat_run(tmp_path / "random", {"pod0": syns}, svc=service(endpoints=[(ip, "node-b") for ip in REMOTE_PODS]))
+    assert len(set(backends_chosen(r))) > 1

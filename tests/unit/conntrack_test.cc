@@ -213,6 +213,27 @@ TEST_F(ConntrackTest, FullTableEvictsEmbryonicNeverEstablished) {
   EXPECT_NE(dnat_flow(44000), nullptr) << "the next SYN fits";
 }
 
+TEST_F(ConntrackTest, AffinityRecordRememberedRefreshedAndExpired) {
+  const FlowKey key = Conntrack::affinity_key(to_be32(kClient), to_be32(kVip), to_be16(80), IPPROTO_TCP);
+  uint64_t backend = 0;
+  EXPECT_FALSE(ct->find_affinity(key, 1000, backend));
+  ct->remember_affinity(key, 0x0af402051f90, 3, 100, 1000);
+  ASSERT_TRUE(ct->find_affinity(key, 1050, backend));
+  EXPECT_EQ(backend, 0x0af402051f90u);
+  ct->remember_affinity(key, 0x0af402061f90, 3, 100, 1080);  // re-pointed and refreshed
+  ASSERT_TRUE(ct->find_affinity(key, 1179, backend));
+  EXPECT_EQ(backend, 0x0af402061f90u);
+  EXPECT_EQ(ct->size(), 1u);
+  EXPECT_FALSE(ct->find_affinity(key, 1180, backend)) << "timeout counts from the last use";
+  EXPECT_EQ(ct->sweep(1180, 64), 1u);
+  rcu.reclaim();
+  EXPECT_EQ(ct->size(), 0u);
+  // A record never answers a packet's lookup: packets carry kind 0.
+  FlowKey packet = key;
+  packet.kind = kConnection;
+  EXPECT_EQ(find(packet).entry, nullptr);
+}
+
 TEST_F(ConntrackTest, EntryReusedOnlyAfterGracePeriod) {
   ct.reset();  // DPDK object names are per process
   Rcu worker_rcu(1);
