@@ -37,10 +37,18 @@ class Arp final : StageBase {
   void process(Burst& burst);
 };
 
+struct FlowKey;
+
 class ServiceNat final : StageBase {
  public:
   using StageBase::StageBase;
   void process(Burst& burst);
+
+ private:
+  // Packets with a flow key: those of known flows translated, new Service
+  // connections given a backend and a flow.
+  void translate_flows(Burst& burst, const FlowKey* keys, const uint8_t* tcp_flags, const unsigned* keyed,
+                           unsigned n_keyed);
 };
 
 class Router final : StageBase {

@@ -80,6 +80,87 @@ const BackendWire& choose_backend(const ServiceSnapshot& services, const Service
   return set.backends[rte_rand_max(set.backends.size())];
 }
 
+bool is_icmp_error(uint8_t type) { return type == 3 || type == 4 || type == 11 || type == 12; }
+
+// An ICMP error about a packet of a tracked flow (destination unreachable,
+// fragmentation needed, time exceeded) is translated like the flow: the
+// quoted header back to what its receiver sent, the outer addresses to the
+// receiver (and to the VIP when the far end itself reports), so path MTU
+// discovery and unreachable reports work through NAT. Returns false for an
+// error about no tracked flow.
+bool translate_icmp_error(Conntrack& ct, rte_mbuf* m) {
+  rte_ipv4_hdr* ip = ipv4_of(m);
+  uint8_t* icmp = reinterpret_cast<uint8_t*>(ip) + m->l3_len;
+  const unsigned icmp_len = rte_be_to_cpu_16(ip->total_length) - m->l3_len;
+  if (!is_icmp_error(icmp[0]) || icmp_len < 8 + sizeof(rte_ipv4_hdr) + 8) return false;
+  auto* inner = reinterpret_cast<rte_ipv4_hdr*>(icmp + 8);
+  const unsigned inner_ihl = (inner->version_ihl & 0x0f) * 4u;
+  if (inner_ihl < sizeof(rte_ipv4_hdr) || 8 + inner_ihl + 8 > icmp_len) return false;
+  uint8_t* inner_l4 = reinterpret_cast<uint8_t*>(inner) + inner_ihl;
+  FlowKey quoted{be32{inner->src_addr}, be32{inner->dst_addr}, {}, {}, inner->next_proto_id, kConnection, {}};
+  switch (inner->next_proto_id) {
+    case IPPROTO_TCP:
+    case IPPROTO_UDP:
+      std::memcpy(&quoted.src_port, inner_l4, 2);
+      std::memcpy(&quoted.dst_port, inner_l4 + 2, 2);
+      break;
+    case IPPROTO_ICMP:
+      if (inner_l4[0] == RTE_IP_ICMP_ECHO_REQUEST) std::memcpy(&quoted.src_port, inner_l4 + 4, 2);
+      else if (inner_l4[0] == RTE_IP_ICMP_ECHO_REPLY) std::memcpy(&quoted.dst_port, inner_l4 + 4, 2);
+      else return false;
+      break;
+    default: return false;
+  }
+  // The quoted packet went the other way: its reverse is the key of the
+  // direction this error travels.
+  const FlowKey key = quoted.reversed();
+  FlowRef ref;
+  ct.lookup_bulk(&key, 1, &ref);
+  if (ref.entry == nullptr || !(ref.entry->flags.load(std::memory_order_relaxed) & (kFlowDnat | kFlowSnat)))
+    return ref.entry != nullptr;
+  const FlowKey& seen = ref.dir == FlowDir::Original ? ref.entry->orig : ref.entry->reply;
+  const FlowKey& want = ref.dir == FlowDir::Original ? ref.entry->reply : ref.entry->orig;
+
+  // Quoted header: addresses and ports as its sender knows them. Only the
+  // first 8 L4 bytes are quoted: a TCP checksum is not among them.
+  const uint32_t new_src = static_cast<uint32_t>(want.src_ip), new_dst = static_cast<uint32_t>(want.dst_ip);
+  uint16_t udp_sum = 0;
+  const bool fix_udp = inner->next_proto_id == IPPROTO_UDP && (udp_sum = load16(inner_l4 + 6)) != 0;
+  if (fix_udp) {
+    udp_sum = checksum_replace32(udp_sum, inner->src_addr, new_src);
+    udp_sum = checksum_replace32(udp_sum, inner->dst_addr, new_dst);
+  }
+  inner->hdr_checksum = checksum_replace32(inner->hdr_checksum, inner->src_addr, new_src);
+  inner->hdr_checksum = checksum_replace32(inner->hdr_checksum, inner->dst_addr, new_dst);
+  inner->src_addr = new_src;
+  inner->dst_addr = new_dst;
+  if (inner->next_proto_id == IPPROTO_ICMP) {
+    // the identifier is the one port of an echo
+    store16(inner_l4 + 4, static_cast<uint16_t>(inner_l4[0] == RTE_IP_ICMP_ECHO_REQUEST ? want.src_port : want.dst_port));
+  } else {
+    if (fix_udp) {
+      udp_sum = checksum_replace16(udp_sum, load16(inner_l4), static_cast<uint16_t>(want.src_port));
+      udp_sum = checksum_replace16(udp_sum, load16(inner_l4 + 2), static_cast<uint16_t>(want.dst_port));
+      store16(inner_l4 + 6, udp_sum == 0 ? 0xffff : udp_sum);
+    }
+    store16(inner_l4, static_cast<uint16_t>(want.src_port));
+    store16(inner_l4 + 2, static_cast<uint16_t>(want.dst_port));
+  }
+  // Outer header: to the quoted packet's sender; from the VIP when the far
+  // end of the flow reports about itself.
+  const uint32_t outer_src = ip->src_addr == static_cast<uint32_t>(seen.src_ip) ? static_cast<uint32_t>(want.dst_ip)
+                                                                                : ip->src_addr;
+  const uint32_t outer_dst = static_cast<uint32_t>(want.src_ip);
+  ip->hdr_checksum = checksum_replace32(ip->hdr_checksum, ip->src_addr, outer_src);
+  ip->hdr_checksum = checksum_replace32(ip->hdr_checksum, ip->dst_addr, outer_dst);
+  ip->src_addr = outer_src;
+  ip->dst_addr = outer_dst;
+  // The ICMP checksum covers the whole message, quote included.
+  store16(icmp + 2, 0);
+  store16(icmp + 2, static_cast<uint16_t>(~rte_raw_cksum(icmp, icmp_len)));
+  return true;
+}
+
 uint64_t pack_backend(const BackendWire& b) {
   return uint64_t{static_cast<uint32_t>(b.ip)} << 16 | static_cast<uint16_t>(b.port);
 }
@@ -112,17 +193,35 @@ void ServiceNat::process(Burst& burst) {
   uint8_t tcp_flags[kBurstCapacity];
   unsigned keyed[kBurstCapacity];
   unsigned n_keyed = 0;
+  unsigned icmp_errors[kBurstCapacity];  // handled last: their flow may open in this burst
+  unsigned n_icmp_errors = 0;
   for (unsigned i = 0; i < n; ++i) {
     FlowKey k;
     uint8_t flags;
     if (!flow_key_of(burst.pkts[i], k, flags)) {
-      burst.send(i, is_bridged(meta(burst.pkts[i])) ? StageId::Output : StageId::Router);
+      rte_mbuf* m = burst.pkts[i];
+      if (is_bridged(meta(m))) {
+        burst.send(i, StageId::Output);
+        continue;
+      }
+      if (meta(m).l4_proto == IPPROTO_ICMP && !(meta(m).flags & kFlagFragment)) icmp_errors[n_icmp_errors++] = i;
+      burst.send(i, StageId::Router);
       continue;
     }
     keys[n_keyed] = k;
     tcp_flags[n_keyed] = flags;
     keyed[n_keyed++] = i;
   }
+  if (n_keyed != 0) translate_flows(burst, keys, tcp_flags, keyed, n_keyed);
+  // ICMP errors about tracked flows are translated with them.
+  for (unsigned e = 0; e < n_icmp_errors; ++e)
+    if (translate_icmp_error(ct, burst.pkts[icmp_errors[e]])) meta(burst.pkts[icmp_errors[e]]).flags |= kFlagNatDone;
+}
+
+void ServiceNat::translate_flows(Burst& burst, const FlowKey* keys, const uint8_t* tcp_flags,
+                                     const unsigned* keyed, unsigned n_keyed) {
+  NodeTables& tables = ctx_.tables;
+  Conntrack& ct = *tables.conntrack;
   if (n_keyed == 0) return;
   FlowRef flows[kBurstCapacity];
   ct.lookup_bulk(keys, n_keyed, flows);

@@ -204,3 +204,53 @@ def test_session_affinity_keeps_client_on_one_backend(tmp_path):
     # Without affinity the same ten connections do spread.
     r = nat_run(tmp_path / "random", {"pod0": syns}, svc=service(endpoints=[(ip, "node-b") for ip in REMOTE_PODS]))
     assert len(set(backends_chosen(r))) > 1
+
+
+def quoted(frame_bytes: bytes, **changes) -> bytes:
+    """The first 28 bytes of the IP packet in `frame_bytes` (header + 8 L4
+    bytes, as an ICMP error quotes it), with fields changed and the IP
+    checksum computed afresh."""
+    pkt = IP(frame_bytes[14:])
+    for field in ("src", "dst"):
+        if field in changes:
+            setattr(pkt, field, changes[field])
+    for field in ("sport", "dport"):
+        if field in changes:
+            setattr(pkt.payload, field, changes[field])
+    del pkt.chksum
+    return bytes(pkt)[:28]
+
+
+ROUTER_IP, ROUTER_MAC = "192.168.50.1", "02:00:00:00:0c:01"
+
+
+def test_icmp_errors_about_nated_flows_translated(tmp_path):
+    """Fragmentation needed from a router about the masqueraded, DNATed
+    packet reaches the outside client about the packet it sent; a port
+    unreachable from the backend itself comes from the node port's address."""
+    syn = uplink_frame(src_mac=OUTSIDE_MAC) / IP(src=OUTSIDE_IP, dst=NODE_IP) / TCP(sport=51000, dport=30080,
+                                                                                   flags="S")
+    sent = translated(syn, UPLINK_MAC, REMOTE_NODE_MAC, src=NODE_IP, sport=SNAT_PORT, dst=REMOTE_POD_IP, dport=8080)
+    frag_needed = (uplink_frame(src_mac=ROUTER_MAC) / IP(src=ROUTER_IP, dst=NODE_IP) /
+                   ICMP(type=3, code=4, nexthopmtu=1400) / quoted(sent))
+    backend_says = (uplink_frame() / IP(src=REMOTE_POD_IP, dst=NODE_IP) / ICMP(type=3, code=3) / quoted(sent))
+    r = nat_run(tmp_path, {UPLINK: [syn, frag_needed, backend_says]})
+    assert r.out[UPLINK][0] == sent
+    # The quote as the client knows its packet: its own addresses and ports.
+    about_client = quoted(sent, src=OUTSIDE_IP, dst=NODE_IP, sport=51000, dport=30080)
+
+    def expected(error, outer_src):
+        pkt = Ether(bytes(error))
+        pkt.src, pkt.dst = UPLINK_MAC, OUTSIDE_MAC
+        pkt[IP].src, pkt[IP].dst = outer_src, OUTSIDE_IP
+        pkt[IP].ttl -= 1
+        del pkt[IP].chksum
+        pkt[ICMP].remove_payload()
+        pkt[ICMP].add_payload(about_client)
+        del pkt[ICMP].chksum
+        return bytes(pkt)
+
+    assert_frame(r.out[UPLINK][1], expected(frag_needed, ROUTER_IP), "fragmentation needed")
+    assert_frame(r.out[UPLINK][2], expected(backend_says, NODE_IP), "port unreachable from the backend")
+    assert len(r.out[UPLINK]) == 3
+    assert r.drops() == {}
