@@ -285,9 +285,10 @@ void ServiceNat::translate_flows(Burst& burst, const FlowKey* keys, const uint8_
     const ServiceSlot* slot = slots[s];
     if (slot == nullptr || key.proto == IPPROTO_ICMP) {
       // Nothing answers on a service address but its Services: a known
-      // cluster IP on another port is rejected, an unallocated one dropped.
+      // cluster IP on a port or protocol no Service has (a ping included)
+      // is rejected, an unallocated one dropped.
       if (node.service_cidr && node.service_cidr->contains(dst)) {
-        if (services.is_cluster_ip(dst) && key.proto != IPPROTO_ICMP) {
+        if (services.is_cluster_ip(dst)) {
           md.drop_reason = static_cast<uint8_t>(DropReason::ServiceUnknownPort);
           md.icmp_type = 3, md.icmp_code = 3, md.icmp_from_dst = 1;
           burst.send(i, StageId::Icmp);

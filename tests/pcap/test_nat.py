@@ -254,3 +254,12 @@ def test_icmp_errors_about_nated_flows_translated(tmp_path):
     assert_frame(r.out[UPLINK][2], expected(backend_says, NODE_IP), "port unreachable from the backend")
     assert len(r.out[UPLINK]) == 3
     assert r.drops() == {}
+
+
+def test_ping_to_cluster_ip_rejected(tmp_path):
+    """No Service answers pings: an echo to a cluster IP is rejected like a
+    port no Service has."""
+    echo = pod_frame(0) / IP(src=POD_A_IP, dst=VIP) / ICMP(id=7, seq=1)
+    r = nat_run(tmp_path, {"pod0": [echo]})
+    expect_port_unreachable(r, echo, VIP)
+    assert r.drops() == {"service_unknown_port": 1}
