@@ -95,7 +95,7 @@ Bytes ipv4(const Ipv4Spec& spec, Bytes l4) {
   p[9] = spec.proto;
   std::memcpy(&p[12], &spec.src, 4);
   std::memcpy(&p[16], &spec.dst, 4);
-  std::memcpy(&p[20], spec.options.data(), spec.options.size());
+  std::copy(spec.options.begin(), spec.options.end(), p.begin() + 20);
   const bool first_fragment = (spec.frag & RTE_IPV4_HDR_OFFSET_MASK) == 0;
   p.insert(p.end(), l4.begin(), l4.end());
   auto* hdr = reinterpret_cast<rte_ipv4_hdr*>(p.data());
