@@ -153,6 +153,26 @@ TEST_F(ConntrackTest, TimeoutPerStateClass) {
   EXPECT_TRUE(ct->expired(*udp, 1120));
 }
 
+TEST_F(ConntrackTest, EveryTcpStateUsesItsTimeout) {
+  FlowTimeouts t;
+  for (unsigned s = 0; s < static_cast<unsigned>(TcpState::Count); ++s) t.tcp[s] = 1000 + s;
+  t.icmp = 7;
+  ct.reset();
+  ct = std::make_unique<Conntrack>(64, t, rcu);
+  FlowEntry* e = dnat_flow(40000);
+  ASSERT_NE(e, nullptr);
+  for (unsigned s = 1; s < static_cast<unsigned>(TcpState::Count); ++s) {
+    e->tcp_state.store(static_cast<uint8_t>(s));
+    EXPECT_EQ(ct->timeout_of(*e), 1000 + s) << tcp_state_name(static_cast<TcpState>(s));
+  }
+  FlowKey echo{to_be32(kClient), to_be32(kVip), to_be16(9), be16{}, IPPROTO_ICMP, kConnection, {}};
+  FlowKey echo_reply{to_be32(kVip), to_be32(kClient), be16{}, to_be16(9), IPPROTO_ICMP, kConnection, {}};
+  FlowEntry* icmp = ct->create(echo, echo_reply, 0, 1, 1000);
+  ASSERT_NE(icmp, nullptr);
+  EXPECT_EQ(ct->timeout_of(*icmp), 7u);
+  EXPECT_EQ(icmp->state(), TcpState::None);
+}
+
 TEST_F(ConntrackTest, SweepRemovesExpiredFlowsAndTheirKeys) {
   FlowEntry* old_flow = dnat_flow(40000, 1000);   // SYN_SENT: 120 s
   FlowEntry* fresh_flow = dnat_flow(40001, 1100);
