@@ -994,6 +994,42 @@ void read_services(const TableReader& root, const Config& config, std::vector<Se
              fmt::format("{} is the cluster IP of {}", ipv4_to_string(site.ip), service_ref(j, services[j].name)));
 }
 
+// ---- [control] -------------------------------------------------------------
+
+constexpr size_t kMaxSocketPathLen = 107;  // sockaddr_un.sun_path, less its terminating NUL
+
+void read_control(const TableReader& root, Config::ControlApi& control) {
+  TableReader table = section(root, "control");
+  table.reject_unknown_keys({"socket", "metrics_listen"});
+  if (auto socket = table.optional_string("socket")) {
+    if (socket->empty() || socket->front() != '/')
+      table.fail_at("socket", fmt::format("must be an absolute path, got {}", quoted(*socket)));
+    if (socket->back() == '/') table.fail_at("socket", fmt::format("must name a file, got {}", quoted(*socket)));
+    if (socket->find('\0') != std::string::npos) table.fail_at("socket", "must not contain NUL characters");
+    if (socket->size() > kMaxSocketPathLen)
+      table.fail_at("socket", fmt::format("must be at most {} bytes (a Unix socket address), got {}",
+                                          kMaxSocketPathLen, socket->size()));
+    control.socket = *socket;
+  }
+  if (auto listen = table.optional_string("metrics_listen")) {
+    auto problem = [&] {
+      table.fail_at("metrics_listen",
+                    fmt::format("must be \"IP:PORT\" (an IPv4 address and a port 1-65535), got {}", quoted(*listen)));
+    };
+    size_t colon = listen->rfind(':');
+    if (colon == std::string::npos) problem();
+    auto ip = parse_ipv4(std::string_view(*listen).substr(0, colon));
+    std::string_view digits = std::string_view(*listen).substr(colon + 1);
+    unsigned port = 0;
+    auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), port);
+    if (!ip || digits.empty() || digits.size() > 5 || digits[0] == '0' || ec != std::errc{} ||
+        end != digits.data() + digits.size() || port < 1 || port > 65535)
+      problem();
+    control.metrics_ip = *ip;
+    control.metrics_port = static_cast<uint16_t>(port);
+  }
+}
+
 }  // namespace
 
 Config parse_config(std::string_view toml_text, std::string_view source_name) {
@@ -1009,7 +1045,7 @@ Config parse_config(std::string_view toml_text, std::string_view source_name) {
   config.source = std::string(source_name);
   TableReader root(source_name, document, "", /*is_root=*/true);
   root.reject_unknown_keys({"node", "eal", "workers", "mbufs", "dataplane", "bridge", "neighbors", "conntrack", "nat",
-                            "port", "route", "neighbor", "service"});
+                            "port", "route", "neighbor", "service", "control"});
 
   // Sections in schema order; later ones refer back to node and ports.
   read_node(root, config.node);
@@ -1025,6 +1061,7 @@ Config parse_config(std::string_view toml_text, std::string_view source_name) {
   read_conntrack(root, config.conntrack);
   read_nat(root, config.nat);
   read_services(root, config, config.services);
+  read_control(root, config.control);
   return config;
 }
 
@@ -1038,6 +1075,121 @@ Config load_config_file(const std::string& path) {
   // A directory opens fine on Linux and fails here, with errno saying why.
   if (std::ferror(file.get())) throw ConfigError(fmt::format("{}: cannot read: {}", path, std::strerror(errno)));
   return parse_config(text, path);
+}
+
+// ---- Changing the desired state of a running kdp ---------------------------
+
+std::optional<std::string> immutable_difference(const Config& a, const Config& b) {
+  // Everything but routes, neighbor (static entries) and service.
+#define KDP_SAME(field, key) \
+  if (!(a.field == b.field)) return std::string(key)
+  KDP_SAME(node.name, "node.name");
+  KDP_SAME(node.node_ip, "node.node_ip");
+  KDP_SAME(node.node_prefix_len, "node.node_ip");
+  KDP_SAME(node.pod_cidr, "node.pod_cidr");
+  KDP_SAME(node.gateway_ip, "node.gateway_ip");
+  KDP_SAME(node.gateway_mac, "node.gateway_mac");
+  KDP_SAME(node.cluster_cidr, "node.cluster_cidr");
+  KDP_SAME(node.service_cidr, "node.service_cidr");
+  KDP_SAME(eal.args, "eal.args");
+  KDP_SAME(eal.file_prefix, "eal.file_prefix");
+  KDP_SAME(workers.lcores, "workers.lcores");
+  KDP_SAME(workers.main_lcore, "workers.main_lcore");
+  KDP_SAME(workers.idle_sleep_us, "workers.idle_sleep_us");
+  KDP_SAME(workers.cpus, "workers.cpus");
+  KDP_SAME(mbufs.pool_size, "mbufs.pool_size");
+  KDP_SAME(mbufs.cache_size, "mbufs.cache_size");
+  KDP_SAME(mbufs.rx_desc, "mbufs.rx_desc");
+  KDP_SAME(mbufs.tx_desc, "mbufs.tx_desc");
+  KDP_SAME(dataplane.vlan, "dataplane.vlan");
+  KDP_SAME(dataplane.icmp_errors_per_s, "dataplane.icmp_errors_per_s");
+  KDP_SAME(bridge.fdb_max, "bridge.fdb_max");
+  KDP_SAME(bridge.aging_s, "bridge.aging_s");
+  KDP_SAME(neighbor.max, "neighbors.max");
+  KDP_SAME(neighbor.reachable_s, "neighbors.reachable_s");
+  KDP_SAME(neighbor.stale_s, "neighbors.stale_s");
+  KDP_SAME(neighbor.hold_packets, "neighbors.hold_packets");
+  KDP_SAME(neighbor.retries, "neighbors.retries");
+  KDP_SAME(neighbor.retry_ms, "neighbors.retry_ms");
+  KDP_SAME(conntrack.max_flows, "conntrack.max_flows");
+  KDP_SAME(conntrack.tcp_syn_sent_s, "conntrack.tcp_syn_sent_s");
+  KDP_SAME(conntrack.tcp_syn_recv_s, "conntrack.tcp_syn_recv_s");
+  KDP_SAME(conntrack.tcp_established_s, "conntrack.tcp_established_s");
+  KDP_SAME(conntrack.tcp_fin_wait_s, "conntrack.tcp_fin_wait_s");
+  KDP_SAME(conntrack.tcp_close_wait_s, "conntrack.tcp_close_wait_s");
+  KDP_SAME(conntrack.tcp_last_ack_s, "conntrack.tcp_last_ack_s");
+  KDP_SAME(conntrack.tcp_time_wait_s, "conntrack.tcp_time_wait_s");
+  KDP_SAME(conntrack.tcp_close_s, "conntrack.tcp_close_s");
+  KDP_SAME(conntrack.udp_s, "conntrack.udp_s");
+  KDP_SAME(conntrack.udp_stream_s, "conntrack.udp_stream_s");
+  KDP_SAME(conntrack.icmp_s, "conntrack.icmp_s");
+  KDP_SAME(nat.masquerade_egress, "nat.masquerade_egress");
+  KDP_SAME(nat.masquerade_all, "nat.masquerade_all");
+  KDP_SAME(nat.non_masquerade_cidrs, "nat.non_masquerade_cidrs");
+  KDP_SAME(nat.snat_ports, "nat.snat_ports");
+  KDP_SAME(nat.node_port_range, "nat.node_port_range");
+  KDP_SAME(nat.lb_algorithm, "nat.lb_algorithm");
+  KDP_SAME(control.socket, "control.socket");
+  KDP_SAME(control.metrics_ip, "control.metrics_listen");
+  KDP_SAME(control.metrics_port, "control.metrics_listen");
+#undef KDP_SAME
+  if (a.ports.size() != b.ports.size()) return std::string("port");
+  for (size_t i = 0; i < a.ports.size(); ++i) {
+    const PortConfig &p = a.ports[i], &q = b.ports[i];
+    if (p.name != q.name) return index_key("port", i) + ".name";
+    if (p.role != q.role) return index_key("port", i) + ".role";
+    if (p.device != q.device) return index_key("port", i) + ".device";
+    if (p.mac != q.mac) return index_key("port", i) + ".mac";
+  }
+  return std::nullopt;
+}
+
+namespace {
+
+ServiceConfig& find_service(Config& config, std::string_view name) {
+  for (ServiceConfig& service : config.services)
+    if (service.name == name) return service;
+  throw ConfigError(fmt::format("endpoint.service: no service is named {}", quoted(name)));
+}
+
+}  // namespace
+
+Config with_endpoint(const Config& config, std::string_view service_name, const EndpointConfig& endpoint) {
+  Config out = config;
+  ServiceConfig& service = find_service(out, service_name);
+  auto fail_key = [](std::string_view key, std::string_view problem) {
+    throw ConfigError(fmt::format("endpoint.{}: {}", key, problem));
+  };
+  const std::string ip_text = ipv4_to_string(endpoint.ip);
+  if (auto problem = special_address_problem(endpoint.ip)) fail_key("ip", *problem);
+  const auto& node = config.node;
+  if (node.service_cidr && node.service_cidr->contains(endpoint.ip))
+    fail_key("ip", fmt::format("{} is inside node.service_cidr {}", ip_text, node.service_cidr->to_string()));
+  for (size_t j = 0; j < config.services.size(); ++j)
+    if (config.services[j].cluster_ip == endpoint.ip)
+      fail_key("ip", fmt::format("{} is the cluster IP of {}", ip_text, service_ref(j, config.services[j].name)));
+  if (endpoint.node.size() > kMaxNodeNameLen)
+    fail_key("node", fmt::format("must be at most {} characters, got {}", kMaxNodeNameLen, endpoint.node.size()));
+  if (!std::all_of(endpoint.node.begin(), endpoint.node.end(), is_name_char))
+    fail_key("node", fmt::format("may contain only letters, digits, '.', '_' and '-', got {}", quoted(endpoint.node)));
+  if (endpoint.ready && !endpoint.serving)
+    fail_key("serving", "must be true when ready is true (a ready endpoint is serving)");
+  auto same_ip = [&](const EndpointConfig& e) { return e.ip == endpoint.ip; };
+  auto it = std::find_if(service.endpoints.begin(), service.endpoints.end(), same_ip);
+  if (it != service.endpoints.end()) *it = endpoint;
+  else service.endpoints.push_back(endpoint);
+  return out;
+}
+
+Config without_endpoint(const Config& config, std::string_view service_name, Ipv4 ip) {
+  Config out = config;
+  ServiceConfig& service = find_service(out, service_name);
+  auto it = std::find_if(service.endpoints.begin(), service.endpoints.end(),
+                         [&](const EndpointConfig& e) { return e.ip == ip; });
+  if (it == service.endpoints.end())
+    throw ConfigError(fmt::format("endpoint.ip: {} is not an endpoint of {}", ipv4_to_string(ip), quoted(service_name)));
+  service.endpoints.erase(it);
+  return out;
 }
 
 }  // namespace kdp

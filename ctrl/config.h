@@ -134,6 +134,13 @@ struct Config {
     LbAlgorithm lb_algorithm = LbAlgorithm::Random;  // per service unless set there
   } nat;
 
+  // The control socket kdpctl talks to (ctrl/control_protocol.h).
+  struct ControlApi {
+    std::string socket = "/run/kdp/kdp.sock";  // absolute path of a Unix stream socket, mode 0600
+    std::optional<Ipv4> metrics_ip;             // metrics_listen = "IP:PORT": parsed and validated;
+    uint16_t metrics_port = 0;                  // serving /metrics there is not implemented yet
+  } control;
+
   std::vector<PortConfig> ports;
   std::vector<RouteConfig> routes;
   std::vector<NeighborConfig> neighbors;
@@ -145,5 +152,22 @@ struct Config {
 // Parse and validate; throws ConfigError naming the key (and line) at fault.
 Config parse_config(std::string_view toml_text, std::string_view source_name);
 Config load_config_file(const std::string& path);
+
+// ---- Changing the desired state of a running kdp ---------------------------
+
+// The first setting in which `desired` differs from `running` outside what a
+// running kdp can change (routes, static neighbours and services), as its
+// key ("node.pod_cidr", "port[0].device", "nat.masquerade_all"); nullopt when
+// it differs in those only.
+std::optional<std::string> immutable_difference(const Config& running, const Config& desired);
+
+// `config` with `endpoint` added to the service named `service`
+// ("namespace/name"), or replacing its endpoint of the same IP. Validated as
+// parse_config validates a [[service.endpoint]]; throws ConfigError
+// ("endpoint.ip: ...", "endpoint.service: ...").
+Config with_endpoint(const Config& config, std::string_view service, const EndpointConfig& endpoint);
+// `config` without the endpoint `ip` of service `service`; throws ConfigError
+// when either is unknown.
+Config without_endpoint(const Config& config, std::string_view service, Ipv4 ip);
 
 }  // namespace kdp

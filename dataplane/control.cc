@@ -209,7 +209,8 @@ void Control::run_timers() {
   // FDB aging.
   std::vector<FdbKey> aged;
   tables_.fdb.for_each([&](const FdbKey& key, FdbEntry& e) {
-    if (!e.is_static && now_s_ - e.last_seen_s.load(std::memory_order_relaxed) >= tables_.config.bridge.aging_s)
+    if (!e.is_static &&
+        seconds_since(now_s_, e.last_seen_s.load(std::memory_order_relaxed)) >= tables_.config.bridge.aging_s)
       aged.push_back(key);
   });
   for (const auto& key : aged)
@@ -232,12 +233,12 @@ void Control::run_timers() {
         if (now_s_ - e.confirmed_s >= ncfg.reachable_s) e.mac_state.store(NeighborEntry::pack(mac, NeighborState::Stale));
         break;
       case NeighborState::Stale:
-        if (now_s_ - last_used < ncfg.reachable_s) {
+        if (seconds_since(now_s_, last_used) < ncfg.reachable_s) {
           e.mac_state.store(NeighborEntry::pack(mac, NeighborState::Probe));
           e.probes_sent = 1;
           e.next_probe_ms = now_ms_ + ncfg.retry_ms;
           send_arp_request(key.ip, arp_port, &mac);
-        } else if (now_s_ - std::max(e.confirmed_s, last_used) >= ncfg.reachable_s + ncfg.stale_s) {
+        } else if (seconds_since(now_s_, std::max(e.confirmed_s, last_used)) >= ncfg.reachable_s + ncfg.stale_s) {
           expired.push_back(key);
         }
         break;

@@ -19,6 +19,7 @@
 
 #include "ctrl/config.h"
 #include "dataplane/control.h"
+#include "dataplane/control_server.h"
 #include "dataplane/stats.h"
 #include "dataplane/worker.h"
 #include "drivers/eal.h"
@@ -72,11 +73,14 @@ int run(const std::string& config_path, int exit_when_idle_ms, const std::string
   }
   auto control = std::make_unique<Control>(*tables, channel_ptrs, pool);
   control->install_static_neighbors();
+  auto server = std::make_unique<ControlServer>(*tables, workers, *control, config);
+  server->start();
 
   fmt::print(stderr, "kdp: node {} pod_cidr {} gateway {} ({}) node_ip {}\n", config.node.name,
              config.node.pod_cidr.to_string(), ipv4_to_string(config.node.gateway_ip),
              config.node.gateway_mac.to_string(), ipv4_to_string(config.node.node_ip));
   for (const auto& p : tables->ports) fmt::print(stderr, "kdp: port {}\n", describe_port(p));
+  fmt::print(stderr, "kdp: control socket {}\n", config.control.socket);
 
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
@@ -92,7 +96,8 @@ int run(const std::string& config_path, int exit_when_idle_ms, const std::string
   const uint64_t hz_ms = rte_get_tsc_hz() / 1000;
   uint64_t last_packets = 0, last_activity_ms = rte_rdtsc() / hz_ms;
   while (!g_stop.load()) {
-    if (control->poll() == 0) std::this_thread::sleep_for(std::chrono::microseconds(200));
+    const unsigned handled = control->poll() + server->poll();
+    if (handled == 0) std::this_thread::sleep_for(std::chrono::microseconds(200));
     if (exit_when_idle_ms > 0) {
       const uint64_t now_ms = rte_rdtsc() / hz_ms;
       const uint64_t packets = total_packets(workers, tables->ports.size());
@@ -105,6 +110,7 @@ int run(const std::string& config_path, int exit_when_idle_ms, const std::string
     }
   }
   rte_eal_mp_wait_lcore();
+  server.reset();  // closes and removes the control socket
   control->poll();
 
   nlohmann::json stats = collect_stats(*tables, workers, *control);

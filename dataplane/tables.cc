@@ -110,7 +110,7 @@ uint16_t NodeTables::port_index(const std::string& name) const {
   return kNoPort;
 }
 
-std::vector<RouteEntry> NodeTables::routes_from_config() const {
+std::vector<RouteEntry> NodeTables::routes_from_config(const Config& config) const {
   std::vector<RouteEntry> out;
   const auto& node = config.node;
   out.push_back({node.pod_cidr, {NextHopKind::PodNet, kNoPort, 0}});

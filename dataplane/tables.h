@@ -149,8 +149,11 @@ struct NodeTables {
   // Control thread: publishes a new route table; the old one is freed after
   // every worker has moved past it.
   void publish_routes(std::unique_ptr<RouteSnapshot> snapshot);
-  // The routes the config describes (connected, local, static).
-  std::vector<RouteEntry> routes_from_config() const;
+  uint64_t next_route_generation() { return route_generation_++; }
+  // The routes a config describes (connected, local, static); `config`'s
+  // node must be this one's (the control socket's apply checks that).
+  std::vector<RouteEntry> routes_from_config(const Config& config) const;
+  std::vector<RouteEntry> routes_from_config() const { return routes_from_config(config); }
   uint16_t port_index(const std::string& name) const;
 
  private:

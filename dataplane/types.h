@@ -39,6 +39,13 @@ inline constexpr uint16_t kNoPort = 0xffff;
 inline constexpr uint16_t kFloodPort = 0xfffe;  // out_port: every pod port but the excluded one
 inline constexpr unsigned kMaxWorkers = 64;
 
+// Seconds from `then` to `now` on the workers' coarse clock. Each worker
+// stamps entries with its own reading, which may be a second ahead of the
+// caller's: that is 0 seconds, not 2^32 - 1.
+inline uint32_t seconds_since(uint32_t now, uint32_t then) {
+  return static_cast<int32_t>(now - then) < 0 ? 0 : now - then;
+}
+
 inline rte_ether_addr to_ether(const MacAddr& mac) {
   rte_ether_addr a;
   std::memcpy(a.addr_bytes, mac.bytes.data(), 6);

@@ -173,7 +173,7 @@ void Conntrack::remember_affinity(const FlowKey& key, uint64_t backend, uint16_t
 }
 
 bool Conntrack::expired(const FlowEntry& e, uint32_t now_s) const {
-  return now_s - e.last_seen_s.load(std::memory_order_relaxed) >= timeout_of(e);
+  return seconds_since(now_s, e.last_seen_s.load(std::memory_order_relaxed)) >= timeout_of(e);
 }
 
 void Conntrack::remove_key_if_ours(const FlowKey& key, uint32_t index, FlowDir dir,

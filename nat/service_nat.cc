@@ -269,8 +269,8 @@ void ServiceNat::translate_flows(Burst& burst, const FlowKey* keys, const uint8_
     // An earlier packet of this burst may have opened the flow.
     FlowRef again;
     ct.lookup_bulk(&key, 1, &again);
-    if (again.entry != nullptr && !again.entry->has(kFlowDying) && again.entry->created_s == ctx_.now_s &&
-        !ct.expired(*again.entry, ctx_.now_s)) {
+    if (again.entry != nullptr && !again.entry->has(kFlowDying) &&
+        seconds_since(ctx_.now_s, again.entry->created_s) == 0 && !ct.expired(*again.entry, ctx_.now_s)) {
       if (!ct.update(*again.entry, again.dir, tcp_flags[k], ctx_.now_s)) {
         burst.drop(i, DropReason::ConntrackInvalid);
         continue;

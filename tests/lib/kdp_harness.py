@@ -5,6 +5,7 @@ The kdp binary comes from $KDP_BIN (set by meson test), else build/dataplane/kdp
 import json
 import os
 import subprocess
+import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,11 +76,29 @@ class KdpRun:
         return next(p for p in self.stats["ports"] if p["name"] == name)
 
 
+def control_socket_path(workdir: Path) -> Path:
+    """A control socket of this run's own, so kdps of concurrent tests never
+    meet at the default /run/kdp/kdp.sock (a Unix socket path is at most 107 bytes)."""
+    path = workdir.resolve() / "kdp.sock"
+    if len(str(path)) > 100:
+        path = Path(tempfile.gettempdir()) / f"kdp-{uuid.uuid4().hex[:12]}.sock"
+    return path
+
+
+def config_text(config: NodeConfig, workdir: Path) -> str:
+    """The config file kdp is started with: the config, plus a [control]
+    socket in workdir unless the test set its own."""
+    text = config.to_toml()
+    if "[control]" not in text:
+        text += ("" if text.endswith("\n") else "\n") + f"[control]\nsocket = {json.dumps(str(control_socket_path(workdir)))}\n"
+    return text
+
+
 def run_kdp(config: NodeConfig, workdir: Path, exit_when_idle_ms: int = 300, timeout: float = 60) -> KdpRun:
     """Runs kdp until its ports are idle (pcap replay) and returns its stats."""
     workdir.mkdir(parents=True, exist_ok=True)
     cfg_path = workdir / "node.toml"
-    cfg_path.write_text(config.to_toml())
+    cfg_path.write_text(config_text(config, workdir))
     stats_path = workdir / "stats.json"
     proc = subprocess.run([KDP_BIN, "--config", str(cfg_path), "--exit-when-idle", str(exit_when_idle_ms),
                            "--stats-json", str(stats_path)], capture_output=True, text=True, timeout=timeout)
@@ -91,7 +110,7 @@ def start_kdp(config: NodeConfig, workdir: Path) -> tuple[subprocess.Popen, Path
     """Starts kdp in the background (live tests); stop it with stop_kdp()."""
     workdir.mkdir(parents=True, exist_ok=True)
     cfg_path = workdir / "node.toml"
-    cfg_path.write_text(config.to_toml())
+    cfg_path.write_text(config_text(config, workdir))
     stats_path = workdir / "stats.json"
     proc = subprocess.Popen([KDP_BIN, "--config", str(cfg_path), "--stats-json", str(stats_path)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

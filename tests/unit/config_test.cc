@@ -1407,3 +1407,53 @@ TEST(ConfigTest, WorkerCpusNeedOnePerLcore) {
 
 }  // namespace
 }  // namespace kdp
+
+namespace kdp {
+namespace {
+
+TEST(ConfigTest, ControlDefaults) {
+  const Config config = parse_config(kMinimal, "node.toml");
+  EXPECT_EQ(config.control.socket, "/run/kdp/kdp.sock");
+  EXPECT_FALSE(config.control.metrics_ip.has_value());
+  EXPECT_EQ(config.control.metrics_port, 0);
+}
+
+TEST(ConfigTest, ControlSocketAndMetricsListen) {
+  const Config config = parse_config(
+      std::string(kMinimal) + "[control]\nsocket = \"/tmp/kdp-a/ctl.sock\"\nmetrics_listen = \"127.0.0.1:9842\"\n",
+      "node.toml");
+  EXPECT_EQ(config.control.socket, "/tmp/kdp-a/ctl.sock");
+  EXPECT_EQ(config.control.metrics_ip, ip("127.0.0.1"));
+  EXPECT_EQ(config.control.metrics_port, 9842);
+}
+
+TEST(ConfigTest, ControlSocketMustBeAnAbsoluteShortPath) {
+  const std::string control = std::string(kMinimal) + "[control]\n";  // the key is on line 13
+  EXPECT_EQ(error_of(control + "socket = \"kdp.sock\"\n"),
+            "node.toml:13: control.socket: must be an absolute path, got \"kdp.sock\"");
+  EXPECT_EQ(error_of(control + "socket = \"\"\n"), "node.toml:13: control.socket: must be an absolute path, got \"\"");
+  EXPECT_EQ(error_of(control + "socket = \"/run/kdp/\"\n"),
+            "node.toml:13: control.socket: must name a file, got \"/run/kdp/\"");
+  EXPECT_EQ(error_of(control + "socket = 5\n"), "node.toml:13: control.socket: must be a string");
+  EXPECT_EQ(error_of(control + "socket = \"/" + std::string(107, 'a') + "\"\n"),
+            "node.toml:13: control.socket: must be at most 107 bytes (a Unix socket address), got 108");
+  EXPECT_EQ(error_of(control + "sockt = \"/run/kdp.sock\"\n"), "node.toml:13: control.sockt: unknown key");
+}
+
+TEST(ConfigTest, ControlMetricsListenIsIpColonPort) {
+  const std::string control = std::string(kMinimal) + "[control]\n";
+  for (const char* bad : {"127.0.0.1", "127.0.0.1:", "127.0.0.1:0", "127.0.0.1:65536", "localhost:9100",
+                          "127.0.0.1:09100", ":9100", "127.0.0.1:91x"})
+    EXPECT_EQ(error_of(control + fmt::format("metrics_listen = \"{}\"\n", bad)),
+              fmt::format("node.toml:13: control.metrics_listen: must be \"IP:PORT\" (an IPv4 address and a port "
+                          "1-65535), got \"{}\"",
+                          bad));
+  EXPECT_EQ(parse_config(control + "metrics_listen = \"0.0.0.0:65535\"\n", "node.toml").control.metrics_port, 65535);
+}
+
+TEST(ConfigTest, ControlMustBeATable) {
+  EXPECT_EQ(error_of(insert_line(kMinimal, 1, "control = 1")), "node.toml:1: control: must be a table ([control])");
+}
+
+}  // namespace
+}  // namespace kdp

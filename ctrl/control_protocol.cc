@@ -1,0 +1,300 @@
+#include "ctrl/control_protocol.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <initializer_list>
+
+namespace kdp::control {
+
+using nlohmann::json;
+
+namespace {
+
+enum class ArgType { String, Bool, Limit, Ipv4Address, ServiceName };
+
+struct ArgSpec {
+  std::string_view name;
+  ArgType type;
+  bool required = false;
+};
+
+struct VerbSpec {
+  std::string_view verb;
+  std::initializer_list<ArgSpec> args;
+};
+
+const VerbSpec kVerbs[] = {
+    {"stats", {}},
+    {"port.list", {}},
+    {"route.list", {}},
+    {"neighbor.list", {}},
+    {"fdb.list", {}},
+    {"service.list", {}},
+    {"conntrack.count", {}},
+    {"conntrack.list", {{"limit", ArgType::Limit}}},
+    {"conntrack.flush", {{"dst", ArgType::Ipv4Address}, {"service", ArgType::ServiceName}}},
+    {"apply", {{"toml", ArgType::String, true}, {"source", ArgType::String}, {"dry_run", ArgType::Bool}}},
+    {"endpoint.add",
+     {{"service", ArgType::ServiceName, true},
+      {"ip", ArgType::Ipv4Address, true},
+      {"node", ArgType::String},
+      {"ready", ArgType::Bool},
+      {"serving", ArgType::Bool},
+      {"terminating", ArgType::Bool},
+      {"dry_run", ArgType::Bool}}},
+    {"endpoint.del",
+     {{"service", ArgType::ServiceName, true}, {"ip", ArgType::Ipv4Address, true}, {"dry_run", ArgType::Bool}}},
+};
+
+const VerbSpec* find_verb(std::string_view verb) {
+  for (const VerbSpec& spec : kVerbs)
+    if (spec.verb == verb) return &spec;
+  return nullptr;
+}
+
+[[noreturn]] void fail(std::string message) { throw ProtocolError(std::move(message)); }
+
+void check_arg(std::string_view verb, const ArgSpec& spec, const json& value) {
+  auto wrong = [&](std::string_view what) { fail(fmt::format("{}: args.{}: must be {}", verb, spec.name, what)); };
+  switch (spec.type) {
+    case ArgType::String:
+      if (!value.is_string()) wrong("a string");
+      break;
+    case ArgType::Bool:
+      if (!value.is_boolean()) wrong("true or false");
+      break;
+    case ArgType::Limit:
+      if (!value.is_number_integer() || value.get<int64_t>() < 1 ||
+          value.get<int64_t>() > static_cast<int64_t>(kMaxConntrackListLimit))
+        wrong(fmt::format("an integer between 1 and {}", kMaxConntrackListLimit));
+      break;
+    case ArgType::Ipv4Address:
+      if (!value.is_string() || !parse_ipv4(value.get<std::string>())) wrong("an IPv4 address (\"a.b.c.d\")");
+      break;
+    case ArgType::ServiceName: {
+      if (!value.is_string()) wrong("a service name (\"namespace/name\")");
+      const std::string& name = value.get_ref<const std::string&>();
+      size_t slash = name.find('/');
+      if (slash == std::string::npos || slash == 0 || slash + 1 == name.size() ||
+          name.find('/', slash + 1) != std::string::npos)
+        wrong(fmt::format("a service name (\"namespace/name\"), got \"{}\"", name));
+      break;
+    }
+  }
+}
+
+template <typename T>
+T arg_or(const Request& request, const char* name, T fallback) {
+  auto it = request.args.find(name);
+  return it == request.args.end() ? fallback : it->get<T>();
+}
+
+}  // namespace
+
+bool is_known_verb(std::string_view verb) { return find_verb(verb) != nullptr; }
+
+Request parse_request(std::string_view line) {
+  if (!line.empty() && line.back() == '\n') line.remove_suffix(1);
+  if (line.size() >= kMaxRequestBytes) fail(fmt::format("request larger than {} bytes", kMaxRequestBytes));
+  json doc = json::parse(line.begin(), line.end(), nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded()) fail("request is not valid JSON");
+  if (!doc.is_object()) fail("request must be a JSON object {\"verb\": ..., \"args\": {...}}");
+  for (const auto& [key, value] : doc.items())
+    if (key != "verb" && key != "args") fail(fmt::format("request: unknown key \"{}\"", key));
+  auto verb_it = doc.find("verb");
+  if (verb_it == doc.end() || !verb_it->is_string()) fail("request: \"verb\" must be a string");
+  Request request;
+  request.verb = verb_it->get<std::string>();
+  const VerbSpec* spec = find_verb(request.verb);
+  if (spec == nullptr) fail(fmt::format("unknown verb \"{}\"", request.verb));
+  if (auto args_it = doc.find("args"); args_it != doc.end()) {
+    if (!args_it->is_object()) fail(fmt::format("{}: args must be an object", request.verb));
+    request.args = std::move(*args_it);
+  }
+  for (const auto& item : request.args.items()) {
+    const std::string& key = item.key();
+    auto arg = std::find_if(spec->args.begin(), spec->args.end(), [&](const ArgSpec& a) { return a.name == key; });
+    if (arg == spec->args.end()) fail(fmt::format("{}: args.{}: unknown argument", request.verb, key));
+    check_arg(request.verb, *arg, item.value());
+  }
+  for (const ArgSpec& arg : spec->args)
+    if (arg.required && !request.args.contains(std::string(arg.name)))
+      fail(fmt::format("{}: args.{}: required argument is missing", request.verb, arg.name));
+  return request;
+}
+
+std::string ok_line(const json& result) {
+  json reply = {{"ok", true}, {"result", result}};
+  return reply.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+}
+
+std::string error_line(std::string_view message) {
+  json reply = {{"ok", false}, {"error", message}};
+  return reply.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+}
+
+std::string request_line(std::string_view verb, const json& args) {
+  json request = {{"verb", verb}, {"args", args}};
+  return request.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+}
+
+ConntrackListArgs conntrack_list_args(const Request& request) {
+  return {static_cast<size_t>(arg_or<int64_t>(request, "limit", kDefaultConntrackListLimit))};
+}
+
+ConntrackFlushArgs conntrack_flush_args(const Request& request) {
+  ConntrackFlushArgs out;
+  if (auto it = request.args.find("dst"); it != request.args.end()) out.dst = parse_ipv4(it->get<std::string>());
+  if (auto it = request.args.find("service"); it != request.args.end()) out.service = it->get<std::string>();
+  return out;
+}
+
+ApplyArgs apply_args(const Request& request) {
+  ApplyArgs out;
+  out.toml = request.args.at("toml").get<std::string>();
+  out.source = arg_or<std::string>(request, "source", out.source);
+  if (out.source.empty()) out.source = "apply";
+  out.dry_run = arg_or<bool>(request, "dry_run", false);
+  return out;
+}
+
+EndpointArgs endpoint_args(const Request& request) {
+  EndpointArgs out;
+  out.service = request.args.at("service").get<std::string>();
+  out.endpoint.ip = *parse_ipv4(request.args.at("ip").get<std::string>());
+  out.endpoint.node = arg_or<std::string>(request, "node", "");
+  out.endpoint.ready = arg_or<bool>(request, "ready", true);
+  // As in the config file: serving defaults to ready.
+  out.endpoint.serving = arg_or<bool>(request, "serving", out.endpoint.ready);
+  out.endpoint.terminating = arg_or<bool>(request, "terminating", false);
+  out.dry_run = arg_or<bool>(request, "dry_run", false);
+  return out;
+}
+
+std::optional<std::string> LineReader::next_line() {
+  if (overflowed_) return std::nullopt;
+  size_t newline = buffer_.find('\n', scanned_);
+  if (newline == std::string::npos) {
+    scanned_ = buffer_.size();
+    if (buffer_.size() >= max_) overflowed_ = true;
+    return std::nullopt;
+  }
+  if (newline + 1 > max_) {
+    overflowed_ = true;
+    return std::nullopt;
+  }
+  std::string line = buffer_.substr(0, newline);
+  buffer_.erase(0, newline + 1);
+  scanned_ = 0;
+  return line;
+}
+
+// ---- Prometheus ---------------------------------------------------------------
+
+namespace {
+
+std::string label_value(std::string_view text) {
+  std::string out;
+  for (char c : text) {
+    if (c == '\\') out += "\\\\";
+    else if (c == '"') out += "\\\"";
+    else if (c == '\n') out += "\\n";
+    else out += c;
+  }
+  return out;
+}
+
+class Exposition {
+ public:
+  // Starts a metric family (once) and adds one sample.
+  void sample(const std::string& name, std::string_view type, std::string_view help, const std::string& labels,
+              const json& value) {
+    if (!value.is_number()) return;
+    if (std::find(declared_.begin(), declared_.end(), name) == declared_.end()) {
+      declared_.push_back(name);
+      out_ += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
+    }
+    std::string number = value.is_number_float() ? fmt::format("{}", value.get<double>()) : value.dump();
+    out_ += labels.empty() ? fmt::format("{} {}\n", name, number) : fmt::format("{}{{{}}} {}\n", name, labels, number);
+  }
+  std::string take() { return std::move(out_); }
+
+ private:
+  std::string out_;
+  std::vector<std::string> declared_;
+};
+
+std::string label(std::string_view name, const json& value) {
+  std::string text = value.is_string() ? value.get<std::string>() : value.dump();
+  return fmt::format("{}=\"{}\"", name, label_value(text));
+}
+
+}  // namespace
+
+std::string stats_to_prometheus(const json& stats) {
+  Exposition x;
+  // A family per field of one kind of object, in the order the families first appear.
+  struct Field {
+    const char* key;
+    const char* metric;
+    const char* type;
+    const char* help;
+  };
+  static const Field kPortFields[] = {
+      {"rx", "kdp_port_rx_packets_total", "counter", "Packets received on the port."},
+      {"tx", "kdp_port_tx_packets_total", "counter", "Packets transmitted on the port."},
+      {"tx_dropped", "kdp_port_tx_dropped_total", "counter", "Packets dropped on a full TX ring."},
+      {"rx_missed", "kdp_port_rx_missed_total", "counter", "Packets the NIC dropped (imissed)."},
+      {"rx_errors", "kdp_port_rx_errors_total", "counter", "Erroneous received packets (ierrors)."},
+      {"rx_nombuf", "kdp_port_rx_nombuf_total", "counter", "RX mbuf allocation failures."},
+  };
+  if (auto ports = stats.find("ports"); ports != stats.end() && ports->is_array())
+    for (const Field& f : kPortFields)
+      for (const json& port : *ports)
+        if (port.is_object() && port.contains(f.key))
+          x.sample(f.metric, f.type, f.help,
+                   label("port", port.value("name", "")) + "," + label("role", port.value("role", "")), port[f.key]);
+
+  auto per_name = [&](const char* key, const char* metric, const char* label_name, const char* help) {
+    if (auto obj = stats.find(key); obj != stats.end() && obj->is_object())
+      for (const auto& [name, value] : obj->items()) x.sample(metric, "counter", help, label(label_name, name), value);
+  };
+  per_name("stages", "kdp_stage_packets_total", "stage", "Packets each pipeline stage handled.");
+  per_name("drops", "kdp_drops_total", "reason", "Packets dropped, by reason.");
+  per_name("icmp_errors", "kdp_icmp_errors_total", "outcome", "ICMP errors kdp sent or withheld, by outcome.");
+
+  static const Field kWorkerFields[] = {
+      {"polls", "kdp_worker_polls_total", "counter", "Poll loop iterations."},
+      {"packets", "kdp_worker_packets_total", "counter", "Packets the worker processed."},
+      {"cycles_per_packet", "kdp_worker_cycles_per_packet", "gauge", "TSC cycles per packet over busy polls."},
+      {"punted", "kdp_worker_punted_total", "counter", "Packets punted to the control thread."},
+      {"injected", "kdp_worker_injected_total", "counter", "Packets injected by the control thread."},
+      {"learn_events", "kdp_worker_learn_events_total", "counter", "Learn events sent to the control thread."},
+      {"learn_queue_full", "kdp_worker_learn_queue_full_total", "counter", "Learn events lost on a full queue."},
+      {"idle_sleeps", "kdp_worker_idle_sleeps_total", "counter", "Idle sleeps."},
+  };
+  if (auto workers = stats.find("workers"); workers != stats.end() && workers->is_array())
+    for (const Field& f : kWorkerFields)
+      for (const json& w : *workers)
+        if (w.is_object() && w.contains(f.key))
+          x.sample(f.metric, f.type, f.help, label("worker", w.value("id", json(0))), w[f.key]);
+
+  if (auto ct = stats.find("conntrack"); ct != stats.end() && ct->is_object())
+    for (const auto& [name, value] : ct->items()) {
+      const bool gauge = name == "flows" || name == "capacity";
+      x.sample(gauge ? "kdp_conntrack_" + name : "kdp_conntrack_" + name + "_total", gauge ? "gauge" : "counter",
+               gauge ? "Connection tracking table size." : "Connection tracking events.", "", value);
+    }
+  if (auto services = stats.find("services"); services != stats.end())
+    x.sample("kdp_service_frontends", "gauge", "Service frontends installed.", "", *services);
+  if (auto control = stats.find("control"); control != stats.end() && control->is_object())
+    for (const auto& [name, value] : control->items()) {
+      const bool gauge = name.ends_with("_entries") || name == "pending_resolutions";
+      x.sample(gauge ? "kdp_" + name : "kdp_control_" + name + "_total", gauge ? "gauge" : "counter",
+               gauge ? "Control thread table size." : "Control thread events.", "", value);
+    }
+  return x.take();
+}
+
+}  // namespace kdp::control

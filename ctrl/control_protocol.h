@@ -1,0 +1,131 @@
+// The control socket protocol between kdp and kdpctl (or any client).
+//
+// Transport: a Unix stream socket, by default /run/kdp/kdp.sock ([control]
+// socket in the config). kdp creates its parent directory (mode 0700 when it
+// makes it), creates the socket with mode 0600 and accepts only peers whose
+// SO_PEERCRED uid is root or kdp's own uid; others are closed unanswered.
+//
+// Framing: each request is one line of JSON (UTF-8, terminated by '\n'), and
+// each gets exactly one line of JSON in reply, in order; a client may send
+// several requests on one connection. A request line is at most
+// kMaxRequestBytes (4 MiB) including its newline: a longer one is answered
+// with an error and the connection is closed.
+//
+//   request:  {"verb": "service.list", "args": {...}}     ("args" optional, an object)
+//   reply:    {"ok": true, "result": <any JSON>}
+//         or  {"ok": false, "error": "message"}
+//
+// Verbs and their args (unknown verbs, unknown args and args of the wrong
+// type are errors; nothing changes on an error):
+//   stats                      collect_stats' JSON (the same as --stats-json)
+//   port.list                  [{name, role, mac, dpdk_id, device}]
+//   route.list                 [{prefix, kind, port, via}]
+//   neighbor.list              [{ip, mac, state, port}]
+//   fdb.list                   [{mac, port, static, age_s}]
+//   service.list               [{key, vip, protocol, port, kind, service, port_name, backends, backends_from_pods}]
+//   conntrack.count            {flows, capacity}
+//   conntrack.list  {limit}    {flows, shown, entries: [{protocol, orig, reply, state, flags, age_s}]}; limit 1..100000, default 100
+//   conntrack.flush {dst, service}
+//                              removes flows whose original destination (or,
+//                              after DNAT, backend) is `dst` and/or which are
+//                              to a frontend of Service `service` ("ns/name");
+//                              neither: every flow. {flushed}
+//   apply {toml, source, dry_run}
+//                              replaces the routes, static neighbours and
+//                              Services with those of `toml` (a whole config
+//                              file; `source` names it in errors). Any other
+//                              difference from the running config is an error
+//                              naming the key. Reply: the diff summary.
+//   endpoint.add {service, ip, node, ready, serving, terminating, dry_run}
+//   endpoint.del {service, ip, dry_run}
+//                              an edit of the running desired config, then apply.
+//
+// No DPDK here: parsing and validation are unit-tested on their own.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+#include "ctrl/config.h"
+
+namespace kdp::control {
+
+inline constexpr size_t kMaxRequestBytes = size_t{4} << 20;
+inline constexpr size_t kDefaultConntrackListLimit = 100;
+inline constexpr size_t kMaxConntrackListLimit = 100000;
+
+// A request that cannot be served; what() is the reply's "error".
+class ProtocolError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct Request {
+  std::string verb;
+  nlohmann::json args = nlohmann::json::object();  // checked against the verb's arguments
+};
+
+// Parses one request line (its newline may be left on) and checks the args
+// against the verb: throws ProtocolError naming what is wrong.
+Request parse_request(std::string_view line);
+bool is_known_verb(std::string_view verb);
+
+// Reply and request lines, each ending in '\n'.
+std::string ok_line(const nlohmann::json& result);
+std::string error_line(std::string_view message);
+std::string request_line(std::string_view verb, const nlohmann::json& args = nlohmann::json::object());
+
+// Typed views of checked args.
+struct ConntrackListArgs {
+  size_t limit = kDefaultConntrackListLimit;
+};
+struct ConntrackFlushArgs {
+  std::optional<Ipv4> dst;
+  std::optional<std::string> service;
+};
+struct ApplyArgs {
+  std::string toml;
+  std::string source = "apply";
+  bool dry_run = false;
+};
+struct EndpointArgs {
+  std::string service;
+  EndpointConfig endpoint;  // endpoint.del uses the ip only
+  bool dry_run = false;
+};
+ConntrackListArgs conntrack_list_args(const Request& request);
+ConntrackFlushArgs conntrack_flush_args(const Request& request);
+ApplyArgs apply_args(const Request& request);
+EndpointArgs endpoint_args(const Request& request);
+
+// Splits a byte stream into lines of at most `max` bytes (newline included).
+class LineReader {
+ public:
+  explicit LineReader(size_t max = kMaxRequestBytes) : max_(max) {}
+  void feed(const char* data, size_t n) { buffer_.append(data, n); }
+  // The next complete line without its '\n'; nullopt when none is complete
+  // yet, or once overflowed().
+  std::optional<std::string> next_line();
+  // A line longer than the maximum: the stream cannot be resynchronised.
+  bool overflowed() const { return overflowed_; }
+
+ private:
+  size_t max_;
+  std::string buffer_;
+  size_t scanned_ = 0;  // bytes of buffer_ known to hold no '\n'
+  bool overflowed_ = false;
+};
+
+// SO_PEERCRED policy: root, or the uid kdp runs as.
+inline bool peer_allowed(uint32_t peer_uid, uint32_t own_uid) { return peer_uid == 0 || peer_uid == own_uid; }
+
+// The stats JSON (collect_stats) in the Prometheus text exposition format.
+std::string stats_to_prometheus(const nlohmann::json& stats);
+
+}  // namespace kdp::control

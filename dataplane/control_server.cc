@@ -1,0 +1,508 @@
+#include "dataplane/control_server.h"
+
+#include <rte_cycles.h>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <stdexcept>
+
+#include "dataplane/stats.h"
+
+namespace kdp {
+
+using nlohmann::json;
+
+namespace {
+
+constexpr size_t kMaxClients = 16;
+constexpr size_t kReadBudgetPerPoll = size_t{1} << 20;  // per client, so one client cannot hold the loop
+constexpr size_t kMaxPendingReply = size_t{256} << 20;   // a client that does not read its replies is dropped
+
+[[noreturn]] void fail_errno(const std::string& what) {
+  throw std::runtime_error(fmt::format("{}: {}", what, std::strerror(errno)));
+}
+
+// mkdir -p; directories it creates get mode 0700.
+void make_parents(const std::string& path) {
+  for (size_t slash = path.find('/', 1); slash != std::string::npos; slash = path.find('/', slash + 1)) {
+    std::string dir = path.substr(0, slash);
+    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) fail_errno("control.socket: cannot create " + dir);
+  }
+}
+
+sockaddr_un unix_address(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof addr.sun_path) throw std::runtime_error("control.socket: path too long: " + path);
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  return addr;
+}
+
+std::string ip_text(be32 ip) { return ipv4_to_string(from_be(ip)); }
+
+const char* proto_name(uint8_t proto) {
+  switch (proto) {
+    case 1: return "icmp";
+    case 6: return "tcp";
+    case 17: return "udp";
+    case 132: return "sctp";
+  }
+  return "other";
+}
+
+json tuple_json(const FlowKey& k) {
+  return {{"src", ip_text(k.src_ip)}, {"dst", ip_text(k.dst_ip)}, {"sport", from_be(k.src_port)},
+          {"dport", from_be(k.dst_port)}};
+}
+
+json flags_json(uint8_t flags) {
+  json out = json::array();
+  static constexpr std::pair<FlowFlag, const char*> kNames[] = {{kFlowReplied, "replied"}, {kFlowDnat, "dnat"},
+                                                                {kFlowSnat, "snat"},       {kFlowFinReply, "fin_reply"},
+                                                                {kFlowDying, "dying"}};
+  for (const auto& [flag, name] : kNames)
+    if (flags & flag) out.push_back(name);
+  return out;
+}
+
+uint32_t now_s() { return static_cast<uint32_t>(rte_rdtsc() / rte_get_tsc_hz()); }  // the workers' clock
+
+json backends_json(const std::vector<Backend>& backends) {
+  json out = json::array();
+  for (const Backend& b : backends)
+    out.push_back({{"ip", ipv4_to_string(b.ip)}, {"port", b.port}, {"local", b.local}});
+  return out;
+}
+
+const ServiceEntry* find_entry(const CompiledServices& compiled, const ServiceKey& key) {
+  auto it = std::lower_bound(compiled.entries.begin(), compiled.entries.end(), key,
+                             [](const ServiceEntry& e, const ServiceKey& k) { return e.key() < k; });
+  return it != compiled.entries.end() && it->key() == key ? &*it : nullptr;
+}
+
+bool has_backend(const ServiceEntry& entry, Ipv4 ip, uint16_t port) {
+  auto same = [&](const Backend& b) { return b.ip == ip && b.port == port; };
+  return std::any_of(entry.backends.begin(), entry.backends.end(), same) ||
+         std::any_of(entry.backends_from_pods.begin(), entry.backends_from_pods.end(), same);
+}
+
+// Added, removed and changed members of two keyed lists.
+template <typename T, typename KeyOf, typename Name>
+json keyed_diff(const std::vector<T>& before, const std::vector<T>& after, KeyOf key_of, Name name) {
+  std::map<decltype(key_of(before.front())), const T*> old_items, new_items;
+  for (const T& item : before) old_items[key_of(item)] = &item;
+  for (const T& item : after) new_items[key_of(item)] = &item;
+  json out = {{"added", json::array()}, {"changed", json::array()}, {"removed", json::array()}};
+  for (const auto& [key, item] : new_items) {
+    auto it = old_items.find(key);
+    if (it == old_items.end()) out["added"].push_back(name(*item));
+    else if (!(*it->second == *item)) out["changed"].push_back(name(*item));
+  }
+  for (const auto& [key, item] : old_items)
+    if (!new_items.contains(key)) out["removed"].push_back(name(*item));
+  return out;
+}
+
+struct RouteItem {
+  Ipv4Prefix prefix;
+  Ipv4 via;
+  std::string port;
+  bool operator==(const RouteItem&) const = default;
+};
+struct NeighborItem {
+  Ipv4 ip;
+  MacAddr mac;
+  std::string port;
+  bool operator==(const NeighborItem&) const = default;
+};
+
+std::vector<RouteItem> route_items(const Config& c) {
+  std::vector<RouteItem> out;
+  for (const auto& r : c.routes) out.push_back({r.prefix, r.via, r.port});
+  return out;
+}
+std::vector<NeighborItem> neighbor_items(const Config& c) {
+  std::vector<NeighborItem> out;
+  for (const auto& n : c.neighbors) out.push_back({n.ip, n.mac, n.port});
+  return out;
+}
+
+}  // namespace
+
+ControlServer::ControlServer(NodeTables& tables, const std::vector<std::unique_ptr<WorkerContext>>& workers,
+                             const Control& control, const Config& running)
+    : tables_(tables), workers_(workers), control_(control), desired_(running), own_uid_(::geteuid()) {}
+
+ControlServer::~ControlServer() {
+  for (auto& c : clients_) ::close(c->fd);
+  if (listen_fd_ >= 0) ::close(listen_fd_);
+  if (bound_) ::unlink(path_.c_str());
+}
+
+void ControlServer::start() {
+  path_ = desired_.control.socket;
+  const sockaddr_un addr = unix_address(path_);
+  make_parents(path_);
+  struct stat st;
+  if (::lstat(path_.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode))
+      throw std::runtime_error(fmt::format("control.socket: {} exists and is not a socket", path_));
+    // A socket someone still answers on is another kdp's; a dead one is ours to replace.
+    int probe = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (probe < 0) fail_errno("control.socket: socket");
+    const bool live = ::connect(probe, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0;
+    ::close(probe);
+    if (live)
+      throw std::runtime_error(fmt::format(
+          "control.socket: {} is in use by another process (another kdp?); set [control] socket", path_));
+    if (::unlink(path_.c_str()) != 0) fail_errno("control.socket: cannot remove stale " + path_);
+  }
+  listen_fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (listen_fd_ < 0) fail_errno("control.socket: socket");
+  const mode_t old_mask = ::umask(0177);  // created 0600: no window with wider permissions
+  const int bound = ::bind(listen_fd_, reinterpret_cast<const sockaddr*>(&addr), sizeof addr);
+  ::umask(old_mask);
+  if (bound != 0) fail_errno("control.socket: cannot bind " + path_);
+  bound_ = true;
+  if (::chmod(path_.c_str(), 0600) != 0) fail_errno("control.socket: chmod " + path_);
+  if (::listen(listen_fd_, 16) != 0) fail_errno("control.socket: listen");
+}
+
+unsigned ControlServer::poll() {
+  if (listen_fd_ < 0) return 0;
+  std::vector<pollfd> fds;
+  fds.reserve(clients_.size() + 1);
+  fds.push_back({listen_fd_, POLLIN, 0});
+  for (const auto& c : clients_)
+    fds.push_back({c->fd, static_cast<short>(c->out.size() > c->out_sent ? POLLIN | POLLOUT : POLLIN), 0});
+  if (::poll(fds.data(), fds.size(), 0) <= 0) return 0;
+  unsigned answered = 0;
+  // Clients first (the vector changes when new ones are accepted).
+  for (size_t i = clients_.size(); i-- > 0;) {
+    if (fds[i + 1].revents == 0) continue;
+    if (!serve(*clients_[i], answered)) {
+      ::close(clients_[i]->fd);
+      clients_.erase(clients_.begin() + static_cast<std::ptrdiff_t>(i));
+    }
+  }
+  if (fds[0].revents & POLLIN) accept_clients();
+  return answered + (fds[0].revents ? 1 : 0);
+}
+
+void ControlServer::accept_clients() {
+  for (;;) {
+    int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) return;  // EAGAIN, or a client that went away
+    ucred cred{};
+    socklen_t len = sizeof cred;
+    const bool known = ::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0;
+    std::string refusal;
+    if (!known || !control::peer_allowed(cred.uid, own_uid_))
+      refusal = "permission denied: only root or kdp's own user may use the control socket";
+    else if (clients_.size() >= kMaxClients)
+      refusal = fmt::format("too many control connections (at most {})", kMaxClients);
+    if (!refusal.empty()) {
+      const std::string line = control::error_line(refusal);
+      [[maybe_unused]] ssize_t n = ::send(fd, line.data(), line.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      ::close(fd);
+      continue;
+    }
+    auto client = std::make_unique<Client>();
+    client->fd = fd;
+    clients_.push_back(std::move(client));
+  }
+}
+
+bool ControlServer::serve(Client& c, unsigned& answered) {
+  if (!flush(c)) return false;
+  if (c.close_when_sent) return c.out_sent < c.out.size();
+  char buffer[65536];
+  size_t budget = kReadBudgetPerPoll;
+  bool eof = false;
+  while (budget > 0) {
+    ssize_t n = ::recv(c.fd, buffer, std::min(sizeof buffer, budget), MSG_DONTWAIT);
+    if (n > 0) {
+      c.in.feed(buffer, static_cast<size_t>(n));
+      budget -= static_cast<size_t>(n);
+      // Answer as lines complete, so a long stream never piles up unread.
+      while (auto line = c.in.next_line()) {
+        c.out += handle(*line);
+        ++answered;
+      }
+      if (c.in.overflowed()) break;
+      continue;
+    }
+    if (n == 0) eof = true;
+    else if (errno == EINTR) continue;
+    else if (errno != EAGAIN && errno != EWOULDBLOCK) return false;
+    break;
+  }
+  if (c.in.overflowed()) {
+    c.out += control::error_line(fmt::format("request larger than {} bytes", control::kMaxRequestBytes));
+    c.close_when_sent = true;
+  }
+  if (eof) c.close_when_sent = true;
+  if (c.out.size() - c.out_sent > kMaxPendingReply) return false;
+  if (!flush(c)) return false;
+  return !(c.close_when_sent && c.out_sent >= c.out.size());
+}
+
+bool ControlServer::flush(Client& c) {
+  while (c.out_sent < c.out.size()) {
+    ssize_t n = ::send(c.fd, c.out.data() + c.out_sent, c.out.size() - c.out_sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      c.out_sent += static_cast<size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
+    return false;
+  }
+  c.out.clear();
+  c.out_sent = 0;
+  return true;
+}
+
+std::string ControlServer::handle(std::string_view line) {
+  try {
+    return control::ok_line(dispatch(control::parse_request(line)));
+  } catch (const std::exception& e) {
+    return control::error_line(e.what());
+  }
+}
+
+json ControlServer::dispatch(const control::Request& request) {
+  const std::string& verb = request.verb;
+  if (verb == "stats") return collect_stats(tables_, workers_, control_);
+  if (verb == "port.list") return list_ports();
+  if (verb == "route.list") return list_routes();
+  if (verb == "neighbor.list") return list_neighbors();
+  if (verb == "fdb.list") return list_fdb();
+  if (verb == "service.list") return list_services();
+  if (verb == "conntrack.count")
+    return {{"flows", tables_.conntrack->size()}, {"capacity", tables_.conntrack->capacity()}};
+  if (verb == "conntrack.list") return list_conntrack(control::conntrack_list_args(request).limit);
+  if (verb == "conntrack.flush") return flush_conntrack(control::conntrack_flush_args(request));
+  if (verb == "apply") {
+    const control::ApplyArgs args = control::apply_args(request);
+    return apply(parse_config(args.toml, args.source), args.dry_run);
+  }
+  if (verb == "endpoint.add" || verb == "endpoint.del") {
+    const control::EndpointArgs args = control::endpoint_args(request);
+    Config next = verb == "endpoint.add" ? with_endpoint(desired_, args.service, args.endpoint)
+                                         : without_endpoint(desired_, args.service, args.endpoint.ip);
+    return apply(next, args.dry_run);
+  }
+  throw control::ProtocolError(fmt::format("verb \"{}\" is not implemented", verb));
+}
+
+json ControlServer::apply(const Config& next, bool dry_run) {
+  // Workers read node, nat, dataplane, bridge and neighbour settings from
+  // NodeTables::config on the fast path: those stay as kdp started.
+  if (auto key = immutable_difference(desired_, next))
+    throw control::ProtocolError(fmt::format(
+        "{}: {}: differs from the running configuration; only routes, static neighbours and services can change "
+        "while kdp runs (restart kdp to change it)",
+        next.source, *key));
+
+  // Everything is built before anything is published: an error changes nothing.
+  CompiledServices compiled = compile_services(next);
+  const CompiledServices& installed = tables_.services()->compiled();
+  const ServiceDiff diff = diff_services(installed, compiled);
+  auto name_of = [](const ServiceKey& k) { return k.to_string(); };
+  json services = {{"added", json::array()}, {"changed", json::array()}, {"removed", json::array()}};
+  for (const auto& e : diff.added) services["added"].push_back(name_of(e.key()) + " " + e.service);
+  for (const auto& e : diff.changed) services["changed"].push_back(name_of(e.key()) + " " + e.service);
+  for (const auto& k : diff.removed) services["removed"].push_back(name_of(k));
+
+  const auto old_routes = route_items(desired_), new_routes = route_items(next);
+  json routes = keyed_diff(
+      old_routes, new_routes, [](const RouteItem& r) { return std::pair(r.prefix.addr, r.prefix.len); },
+      [](const RouteItem& r) { return fmt::format("{} via {}", r.prefix.to_string(), ipv4_to_string(r.via)); });
+  const auto old_neighbors = neighbor_items(desired_), new_neighbors = neighbor_items(next);
+  json neighbors = keyed_diff(
+      old_neighbors, new_neighbors, [](const NeighborItem& n) { return n.ip; },
+      [](const NeighborItem& n) { return fmt::format("{} {}", ipv4_to_string(n.ip), n.mac.to_string()); });
+
+  // kube-proxy's stale-UDP cleanup: a UDP flow to a frontend whose backend
+  // (the reply's source) is no longer one of its endpoints would keep
+  // sending there; TCP flows stay (graceful termination).
+  auto stale_udp = [&](const FlowEntry& e) {
+    if (e.orig.proto != static_cast<uint8_t>(L4Proto::Udp) || !e.has(kFlowDnat)) return false;
+    const ServiceKey key{from_be(e.orig.dst_ip), L4Proto::Udp, from_be(e.orig.dst_port)};
+    if (find_entry(installed, key) == nullptr) return false;  // not a Service flow
+    const ServiceEntry* entry = find_entry(compiled, key);
+    return entry == nullptr || !has_backend(*entry, from_be(e.reply.src_ip), from_be(e.reply.src_port));
+  };
+
+  json result = {{"dry_run", dry_run}, {"services", services}, {"routes", routes}, {"neighbors", neighbors}};
+  if (dry_run) {
+    unsigned stale = 0;
+    tables_.conntrack->for_each([&](const FlowEntry& e) { stale += stale_udp(e) ? 1 : 0; });
+    result["udp_flows_flushed"] = stale;
+    return result;
+  }
+
+  const bool routes_changed = old_routes != new_routes;
+  std::unique_ptr<RouteSnapshot> route_snapshot;
+  if (routes_changed)
+    route_snapshot =
+        std::make_unique<RouteSnapshot>(tables_.routes_from_config(next), tables_.next_route_generation());
+  std::unique_ptr<ServiceSnapshot> service_snapshot;
+  if (!(compiled == installed))
+    service_snapshot = std::make_unique<ServiceSnapshot>(compiled, tables_.next_service_generation());
+
+  if (route_snapshot) tables_.publish_routes(std::move(route_snapshot));
+  unsigned flushed = 0;
+  if (service_snapshot) {
+    tables_.publish_services(std::move(service_snapshot));
+    flushed = tables_.conntrack->remove_if(stale_udp);
+  }
+  // Static neighbours: gone ones are removed (then learned again by ARP if
+  // still in use), new and changed ones written as static entries.
+  unsigned neighbors_full = 0;
+  for (const NeighborItem& old : old_neighbors)
+    if (std::none_of(new_neighbors.begin(), new_neighbors.end(), [&](const NeighborItem& n) { return n.ip == old.ip; }))
+      if (NeighborEntry* e = tables_.neighbors.lookup(NeighborKey{to_be32(old.ip)});
+          e != nullptr && e->state() == NeighborState::Static)
+        tables_.neighbors.erase(NeighborKey{to_be32(old.ip)});
+  for (const NeighborItem& n : new_neighbors) {
+    const uint64_t word = NeighborEntry::pack(to_ether(n.mac), NeighborState::Static);
+    const uint16_t port = n.port.empty() ? kNoPort : tables_.port_index(n.port);
+    if (NeighborEntry* e = tables_.neighbors.lookup(NeighborKey{to_be32(n.ip)})) {
+      e->mac_state.store(word, std::memory_order_relaxed);
+      e->port = port;
+      continue;
+    }
+    NeighborEntry entry;
+    entry.mac_state.store(word);
+    entry.port = port;
+    if (tables_.neighbors.insert(NeighborKey{to_be32(n.ip)}, entry) == nullptr) ++neighbors_full;
+  }
+  desired_ = next;
+  result["udp_flows_flushed"] = flushed;
+  if (neighbors_full != 0) result["neighbors_full"] = neighbors_full;
+  return result;
+}
+
+std::string ControlServer::port_name(uint16_t index) const {
+  return index < tables_.ports.size() ? tables_.ports[index].name : std::string();
+}
+
+json ControlServer::list_ports() const {
+  json out = json::array();
+  for (const PortInfo& p : tables_.ports) {
+    const PortConfig* cfg = desired_.find_port(p.name);
+    out.push_back({{"name", p.name},
+                   {"role", p.role == PortRole::Pod ? "pod" : "uplink"},
+                   {"mac", from_ether(p.mac).to_string()},
+                   {"dpdk_id", p.dpdk_id},
+                   {"device", cfg ? cfg->device : ""}});
+  }
+  return out;
+}
+
+json ControlServer::list_routes() const {
+  json out = json::array();
+  for (const RouteEntry& r : tables_.routes()->routes()) {
+    json route = {{"prefix", r.prefix.to_string()}, {"kind", next_hop_kind_name(r.next_hop.kind)}};
+    route["port"] = r.next_hop.port != kNoPort ? json(port_name(r.next_hop.port)) : json();
+    route["via"] = r.next_hop.kind == NextHopKind::Gateway ? json(ipv4_to_string(r.next_hop.gateway)) : json();
+    out.push_back(std::move(route));
+  }
+  return out;
+}
+
+json ControlServer::list_neighbors() {
+  json out = json::array();
+  tables_.neighbors.for_each([&](const NeighborKey& key, NeighborEntry& e) {
+    rte_ether_addr mac;
+    e.mac(mac);
+    json n = {{"ip", ip_text(key.ip)}, {"mac", from_ether(mac).to_string()}, {"state", neighbor_state_name(e.state())}};
+    n["port"] = e.port != kNoPort ? json(port_name(e.port)) : json();
+    out.push_back(std::move(n));
+  });
+  std::sort(out.begin(), out.end(), [](const json& a, const json& b) {
+    return parse_ipv4(a["ip"].get<std::string>()) < parse_ipv4(b["ip"].get<std::string>());
+  });
+  return out;
+}
+
+json ControlServer::list_fdb() {
+  json out = json::array();
+  const uint32_t now = now_s();
+  tables_.fdb.for_each([&](const FdbKey& key, FdbEntry& e) {
+    MacAddr mac;
+    std::memcpy(mac.bytes.data(), key.mac, 6);
+    const uint16_t port = e.port.load(std::memory_order_relaxed);
+    out.push_back({{"mac", mac.to_string()},
+                   {"port", port_name(port)},
+                   {"static", e.is_static},
+                   {"age_s", seconds_since(now, e.last_seen_s.load(std::memory_order_relaxed))}});
+  });
+  std::sort(out.begin(), out.end(), [](const json& a, const json& b) { return a["mac"] < b["mac"]; });
+  return out;
+}
+
+json ControlServer::list_services() const {
+  json out = json::array();
+  for (const ServiceEntry& e : tables_.services()->compiled().entries)
+    out.push_back({{"key", e.key().to_string()},
+                   {"vip", ipv4_to_string(e.vip)},
+                   {"protocol", to_string(e.proto)},
+                   {"port", e.port},
+                   {"kind", to_string(e.kind)},
+                   {"service", e.service},
+                   {"port_name", e.port_name},
+                   {"backends", backends_json(e.backends)},
+                   {"backends_from_pods", backends_json(e.backends_from_pods)}});
+  return out;
+}
+
+json ControlServer::list_conntrack(size_t limit) const {
+  json entries = json::array();
+  const uint32_t now = now_s();
+  tables_.conntrack->for_each([&](const FlowEntry& e) {
+    if (entries.size() >= limit) return;
+    const bool tcp = e.orig.proto == 6;
+    entries.push_back({{"protocol", proto_name(e.orig.proto)},
+                       {"orig", tuple_json(e.orig)},
+                       {"reply", tuple_json(e.reply)},
+                       {"state", tcp ? tcp_state_name(e.state()) : ""},
+                       {"flags", flags_json(e.flags.load(std::memory_order_relaxed))},
+                       {"age_s", seconds_since(now, e.created_s)},
+                       {"idle_s", seconds_since(now, e.last_seen_s.load(std::memory_order_relaxed))}});
+  });
+  return {{"flows", tables_.conntrack->size()}, {"shown", entries.size()}, {"entries", std::move(entries)}};
+}
+
+json ControlServer::flush_conntrack(const control::ConntrackFlushArgs& args) {
+  std::vector<ServiceKey> keys;
+  if (args.service) {
+    for (const ServiceEntry& e : tables_.services()->compiled().entries)
+      if (e.service == *args.service) keys.push_back(e.key());
+    if (keys.empty()) throw control::ProtocolError(fmt::format("conntrack.flush: no service is named \"{}\"", *args.service));
+  }
+  const unsigned flushed = tables_.conntrack->remove_if([&](const FlowEntry& e) {
+    if (args.dst && from_be(e.orig.dst_ip) != *args.dst && from_be(e.reply.src_ip) != *args.dst) return false;
+    if (args.service) {
+      const ServiceKey key{from_be(e.orig.dst_ip), static_cast<L4Proto>(e.orig.proto), from_be(e.orig.dst_port)};
+      if (std::find(keys.begin(), keys.end(), key) == keys.end()) return false;
+    }
+    return true;
+  });
+  return {{"flushed", flushed}};
+}
+
+}  // namespace kdp

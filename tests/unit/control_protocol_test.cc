@@ -1,0 +1,259 @@
+// Unit tests of the control socket protocol (ctrl/control_protocol.h) and the
+// desired-state edits behind apply/endpoint.add (ctrl/config.h): no DPDK.
+#include "ctrl/control_protocol.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace kdp::control {
+namespace {
+
+using nlohmann::json;
+
+std::string error_of(std::string_view line) {
+  try {
+    parse_request(line);
+  } catch (const ProtocolError& e) {
+    return e.what();
+  }
+  return "(accepted)";
+}
+
+TEST(ControlProtocolTest, ParsesVerbAndArgs) {
+  Request r = parse_request(R"({"verb": "conntrack.list", "args": {"limit": 5}})");
+  EXPECT_EQ(r.verb, "conntrack.list");
+  EXPECT_EQ(conntrack_list_args(r).limit, 5u);
+  // args may be left out; a trailing newline is allowed.
+  r = parse_request("{\"verb\": \"stats\"}\n");
+  EXPECT_EQ(r.verb, "stats");
+  EXPECT_TRUE(r.args.is_object() && r.args.empty());
+  EXPECT_EQ(conntrack_list_args(parse_request(R"({"verb": "conntrack.list"})")).limit, kDefaultConntrackListLimit);
+}
+
+TEST(ControlProtocolTest, RejectsMalformedRequests) {
+  EXPECT_EQ(error_of("not json"), "request is not valid JSON");
+  EXPECT_EQ(error_of("[1, 2]"), "request must be a JSON object {\"verb\": ..., \"args\": {...}}");
+  EXPECT_EQ(error_of(R"({"args": {}})"), "request: \"verb\" must be a string");
+  EXPECT_EQ(error_of(R"({"verb": 3})"), "request: \"verb\" must be a string");
+  EXPECT_EQ(error_of(R"({"verb": "stats", "extra": 1})"), "request: unknown key \"extra\"");
+  EXPECT_EQ(error_of(R"({"verb": "reboot"})"), "unknown verb \"reboot\"");
+  EXPECT_EQ(error_of(R"({"verb": "stats", "args": []})"), "stats: args must be an object");
+  EXPECT_EQ(error_of(R"({"verb": "stats", "args": {"x": 1}})"), "stats: args.x: unknown argument");
+}
+
+TEST(ControlProtocolTest, ChecksArgumentTypes) {
+  EXPECT_EQ(error_of(R"({"verb": "conntrack.list", "args": {"limit": 0}})"),
+            "conntrack.list: args.limit: must be an integer between 1 and 100000");
+  EXPECT_EQ(error_of(R"({"verb": "conntrack.list", "args": {"limit": "5"}})"),
+            "conntrack.list: args.limit: must be an integer between 1 and 100000");
+  EXPECT_EQ(error_of(R"({"verb": "conntrack.flush", "args": {"dst": "10.0.0.300"}})"),
+            "conntrack.flush: args.dst: must be an IPv4 address (\"a.b.c.d\")");
+  EXPECT_EQ(error_of(R"({"verb": "conntrack.flush", "args": {"service": "web"}})"),
+            "conntrack.flush: args.service: must be a service name (\"namespace/name\"), got \"web\"");
+  EXPECT_EQ(error_of(R"({"verb": "apply", "args": {}})"), "apply: args.toml: required argument is missing");
+  EXPECT_EQ(error_of(R"({"verb": "apply", "args": {"toml": "", "dry_run": "yes"}})"),
+            "apply: args.dry_run: must be true or false");
+  EXPECT_EQ(error_of(R"({"verb": "endpoint.add", "args": {"service": "default/web"}})"),
+            "endpoint.add: args.ip: required argument is missing");
+  EXPECT_EQ(error_of(R"({"verb": "endpoint.del", "args": {"service": "default/web", "ip": "10.244.1.5", "node": "a"}})"),
+            "endpoint.del: args.node: unknown argument");
+}
+
+TEST(ControlProtocolTest, TypedArgs) {
+  ConntrackFlushArgs flush =
+      conntrack_flush_args(parse_request(R"({"verb": "conntrack.flush", "args": {"dst": "10.96.0.10", "service": "a/b"}})"));
+  EXPECT_EQ(flush.dst, parse_ipv4("10.96.0.10"));
+  EXPECT_EQ(flush.service, "a/b");
+  EXPECT_FALSE(conntrack_flush_args(parse_request(R"({"verb": "conntrack.flush"})")).dst.has_value());
+
+  ApplyArgs apply = apply_args(parse_request(R"({"verb": "apply", "args": {"toml": "x = 1", "dry_run": true}})"));
+  EXPECT_EQ(apply.toml, "x = 1");
+  EXPECT_EQ(apply.source, "apply");
+  EXPECT_TRUE(apply.dry_run);
+
+  EndpointArgs ep = endpoint_args(parse_request(
+      R"({"verb": "endpoint.add", "args": {"service": "default/web", "ip": "10.244.1.5", "node": "node-a", "ready": false}})"));
+  EXPECT_EQ(ep.service, "default/web");
+  EXPECT_EQ(ep.endpoint.ip, *parse_ipv4("10.244.1.5"));
+  EXPECT_EQ(ep.endpoint.node, "node-a");
+  EXPECT_FALSE(ep.endpoint.ready);
+  EXPECT_FALSE(ep.endpoint.serving);  // defaults to ready, as in the config file
+  EXPECT_FALSE(ep.dry_run);
+}
+
+TEST(ControlProtocolTest, RequestSizeIsBounded) {
+  const std::string big = R"({"verb": "apply", "args": {"toml": ")" + std::string(kMaxRequestBytes, 'x') + "\"}}";
+  EXPECT_EQ(error_of(big), "request larger than 4194304 bytes");
+
+  LineReader reader(16);
+  reader.feed("{\"a\":1}\n{\"b\"", 12);
+  EXPECT_EQ(reader.next_line(), "{\"a\":1}");
+  EXPECT_EQ(reader.next_line(), std::nullopt);
+  reader.feed(":2}\n", 4);
+  EXPECT_EQ(reader.next_line(), "{\"b\":2}");
+  const std::string long_line(16, 'y');  // 16 bytes and no newline yet: over the limit of 16 with it
+  reader.feed(long_line.data(), long_line.size());
+  EXPECT_EQ(reader.next_line(), std::nullopt);
+  EXPECT_TRUE(reader.overflowed());
+  reader.feed("\n", 1);
+  EXPECT_EQ(reader.next_line(), std::nullopt);  // never resynchronises
+}
+
+TEST(ControlProtocolTest, LineReaderSplitsFedPieces) {
+  LineReader reader;
+  const std::string stream = "{\"verb\":\"stats\"}\n{\"verb\":\"port.list\"}\n";
+  for (char c : stream) reader.feed(&c, 1);
+  EXPECT_EQ(parse_request(*reader.next_line()).verb, "stats");
+  EXPECT_EQ(parse_request(*reader.next_line()).verb, "port.list");
+  EXPECT_EQ(reader.next_line(), std::nullopt);
+  EXPECT_FALSE(reader.overflowed());
+}
+
+TEST(ControlProtocolTest, ReplyAndRequestLines) {
+  EXPECT_EQ(ok_line({{"flows", 3}}), "{\"ok\":true,\"result\":{\"flows\":3}}\n");
+  EXPECT_EQ(error_line("bad \"x\""), "{\"error\":\"bad \\\"x\\\"\",\"ok\":false}\n");
+  const std::string line = request_line("conntrack.list", {{"limit", 7}});
+  EXPECT_EQ(line.back(), '\n');
+  EXPECT_EQ(conntrack_list_args(parse_request(line)).limit, 7u);
+}
+
+TEST(ControlProtocolTest, PeerCredentials) {
+  EXPECT_TRUE(peer_allowed(0, 1000));
+  EXPECT_TRUE(peer_allowed(1000, 1000));
+  EXPECT_FALSE(peer_allowed(1001, 1000));
+  EXPECT_TRUE(peer_allowed(0, 0));
+  EXPECT_FALSE(peer_allowed(1000, 0));
+}
+
+TEST(ControlProtocolTest, PrometheusExposition) {
+  const json stats = {
+      {"node", "node-a"},
+      {"ports", {{{"name", "up0"}, {"role", "uplink"}, {"rx", 10}, {"tx", 7}, {"tx_dropped", 1}},
+                 {{"name", "pod0"}, {"role", "pod"}, {"rx", 3}, {"tx", 2}, {"tx_dropped", 0}}}},
+      {"drops", {{"no_route", 4}, {"ttl_exceeded", 0}}},
+      {"stages", {{"classify", 13}}},
+      {"workers", {{{"id", 0}, {"packets", 13}, {"cycles_per_packet", 250.5}}}},
+      {"conntrack", {{"flows", 2}, {"capacity", 1024}, {"created", 5}}},
+      {"services", 3},
+      {"control", {{"fdb_entries", 1}, {"fdb_learned", 2}}}};
+  const std::string text = stats_to_prometheus(stats);
+  for (const char* expected : {
+           "# TYPE kdp_port_rx_packets_total counter\n",
+           "kdp_port_rx_packets_total{port=\"up0\",role=\"uplink\"} 10\n",
+           "kdp_port_rx_packets_total{port=\"pod0\",role=\"pod\"} 3\n",
+           "kdp_port_tx_dropped_total{port=\"up0\",role=\"uplink\"} 1\n",
+           "kdp_drops_total{reason=\"no_route\"} 4\n",
+           "kdp_drops_total{reason=\"ttl_exceeded\"} 0\n",
+           "kdp_stage_packets_total{stage=\"classify\"} 13\n",
+           "kdp_worker_cycles_per_packet{worker=\"0\"} 250.5\n",
+           "# TYPE kdp_conntrack_flows gauge\n",
+           "kdp_conntrack_flows 2\n",
+           "kdp_conntrack_created_total 5\n",
+           "kdp_service_frontends 3\n",
+           "kdp_fdb_entries 1\n",
+           "kdp_control_fdb_learned_total 2\n",
+       })
+    EXPECT_NE(text.find(expected), std::string::npos) << expected << "\nin:\n" << text;
+  // One HELP/TYPE per family, however many samples.
+  EXPECT_EQ(text.find("# TYPE kdp_port_rx_packets_total"), text.rfind("# TYPE kdp_port_rx_packets_total"));
+}
+
+// ---- desired-state edits -----------------------------------------------------
+
+constexpr std::string_view kNode =
+    "[node]\n"
+    "name = \"node-a\"\n"
+    "node_ip = \"192.168.50.10/24\"\n"
+    "pod_cidr = \"10.244.1.0/24\"\n"
+    "cluster_cidr = \"10.244.0.0/16\"\n"
+    "service_cidr = \"10.96.0.0/12\"\n"
+    "[workers]\n"
+    "lcores = [1]\n"
+    "[[port]]\n"
+    "name = \"up0\"\n"
+    "role = \"uplink\"\n"
+    "device = \"net_null0\"\n"
+    "[[service]]\n"
+    "name = \"default/web\"\n"
+    "cluster_ip = \"10.96.0.10\"\n"
+    "  [[service.port]]\n"
+    "  port = 80\n"
+    "  [[service.endpoint]]\n"
+    "  ip = \"10.244.1.5\"\n";
+
+Config node(std::string_view extra = "") { return parse_config(std::string(kNode) + std::string(extra), "node.toml"); }
+
+std::string config_error(auto&& fn) {
+  try {
+    fn();
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "(accepted)";
+}
+
+TEST(DesiredStateTest, ImmutableDifferenceNamesTheKey) {
+  const Config running = node();
+  EXPECT_EQ(immutable_difference(running, node()), std::nullopt);
+  // Routes, static neighbours and services may change.
+  EXPECT_EQ(immutable_difference(running, node("[[route]]\nprefix = \"10.244.2.0/24\"\nvia = \"192.168.50.11\"\n"
+                                              "[[neighbor]]\nip = \"192.168.50.11\"\nmac = \"02:00:00:00:0b:01\"\n")),
+            std::nullopt);
+  std::string text(kNode);
+  auto changed = [&](std::string_view from, std::string_view to) {
+    std::string t = text;
+    t.replace(t.find(from), from.size(), to);
+    return immutable_difference(running, parse_config(t, "new.toml"));
+  };
+  EXPECT_EQ(changed("10.244.1.0/24", "10.244.3.0/24"), "node.pod_cidr");
+  EXPECT_EQ(changed("192.168.50.10/24", "192.168.50.10/25"), "node.node_ip");
+  EXPECT_EQ(changed("lcores = [1]", "lcores = [2]"), "workers.lcores");
+  EXPECT_EQ(changed("net_null0", "net_null1"), "port[0].device");
+  EXPECT_EQ(immutable_difference(running, node("[nat]\nmasquerade_all = true\n")), "nat.masquerade_all");
+  EXPECT_EQ(immutable_difference(running, node("[control]\nsocket = \"/tmp/x.sock\"\n")), "control.socket");
+}
+
+TEST(DesiredStateTest, WithEndpointAddsOrReplaces) {
+  const Config running = node();
+  EndpointConfig ep;
+  ep.ip = *parse_ipv4("10.244.1.6");
+  ep.node = "node-a";
+  Config next = with_endpoint(running, "default/web", ep);
+  ASSERT_EQ(next.services[0].endpoints.size(), 2u);
+  EXPECT_EQ(running.services[0].endpoints.size(), 1u);  // the running one is untouched
+  ep.ready = ep.serving = false;
+  next = with_endpoint(next, "default/web", ep);
+  ASSERT_EQ(next.services[0].endpoints.size(), 2u);
+  EXPECT_FALSE(next.services[0].endpoints[1].ready);
+  next = without_endpoint(next, "default/web", *parse_ipv4("10.244.1.5"));
+  ASSERT_EQ(next.services[0].endpoints.size(), 1u);
+  EXPECT_EQ(next.services[0].endpoints[0].ip, *parse_ipv4("10.244.1.6"));
+}
+
+TEST(DesiredStateTest, EndpointEditsAreValidated) {
+  const Config running = node();
+  EndpointConfig ep;
+  ep.ip = *parse_ipv4("10.244.1.6");
+  EXPECT_EQ(config_error([&] { with_endpoint(running, "default/nope", ep); }),
+            "endpoint.service: no service is named \"default/nope\"");
+  ep.ip = *parse_ipv4("127.0.0.1");
+  EXPECT_EQ(config_error([&] { with_endpoint(running, "default/web", ep); }),
+            "endpoint.ip: must be a unicast address, got 127.0.0.1 (loopback range 127.0.0.0/8)");
+  ep.ip = *parse_ipv4("10.96.0.20");
+  EXPECT_EQ(config_error([&] { with_endpoint(running, "default/web", ep); }),
+            "endpoint.ip: 10.96.0.20 is inside node.service_cidr 10.96.0.0/12");
+  ep.ip = *parse_ipv4("10.244.1.6");
+  ep.node = "bad node";
+  EXPECT_EQ(config_error([&] { with_endpoint(running, "default/web", ep); }),
+            "endpoint.node: may contain only letters, digits, '.', '_' and '-', got \"bad node\"");
+  ep.node = "";
+  ep.serving = false;
+  EXPECT_EQ(config_error([&] { with_endpoint(running, "default/web", ep); }),
+            "endpoint.serving: must be true when ready is true (a ready endpoint is serving)");
+  EXPECT_EQ(config_error([&] { without_endpoint(running, "default/web", *parse_ipv4("10.244.1.9")); }),
+            "endpoint.ip: 10.244.1.9 is not an endpoint of \"default/web\"");
+}
+
+}  // namespace
+}  // namespace kdp::control

@@ -1,0 +1,348 @@
+// kdpctl: talks to a running kdp over its control socket (ctrl/control_protocol.h).
+//
+//   kdpctl [--socket PATH] [--json] VERB ...
+//
+// Human-readable tables by default, the reply's JSON with --json. Exit codes:
+// 0 ok, 1 kdp answered with an error (printed), 2 usage or connection error.
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "ctrl/control_protocol.h"
+
+namespace {
+
+using nlohmann::json;
+
+constexpr int kExitOk = 0, kExitKdpError = 1, kExitUsage = 2;
+
+// A usage or connection problem: exit 2.
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+// kdp answered {"ok": false}: exit 1.
+struct KdpError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+json call(const std::string& socket_path, const std::string& verb, const json& args, int timeout_s) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (socket_path.size() >= sizeof addr.sun_path) throw UsageError("socket path too long: " + socket_path);
+  std::memcpy(addr.sun_path, socket_path.c_str(), socket_path.size() + 1);
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw UsageError(fmt::format("socket: {}", std::strerror(errno)));
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0)
+    throw UsageError(fmt::format("cannot connect to {}: {} (is kdp running? --socket names its [control] socket)",
+                                 socket_path, std::strerror(errno)));
+  timeval tv{timeout_s, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+
+  const std::string request = kdp::control::request_line(verb, args);
+  if (request.size() > kdp::control::kMaxRequestBytes)
+    throw UsageError(fmt::format("request of {} bytes exceeds the control socket's limit of {} bytes", request.size(),
+                                 kdp::control::kMaxRequestBytes));
+  for (size_t sent = 0; sent < request.size();) {
+    ssize_t n = ::send(fd, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) throw UsageError(fmt::format("sending to {}: {}", socket_path, std::strerror(errno)));
+    sent += static_cast<size_t>(n);
+  }
+  std::string reply;
+  char buffer[65536];
+  while (reply.find('\n') == std::string::npos) {
+    ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0)
+      throw UsageError(fmt::format("reading from {}: {}", socket_path,
+                                   errno == EAGAIN ? "timed out" : std::strerror(errno)));
+    if (n == 0) throw UsageError(fmt::format("{} closed the connection without a reply", socket_path));
+    reply.append(buffer, static_cast<size_t>(n));
+  }
+  json doc = json::parse(reply.substr(0, reply.find('\n')), nullptr, false);
+  if (doc.is_discarded() || !doc.is_object() || !doc.contains("ok"))
+    throw UsageError(fmt::format("{} sent a malformed reply", socket_path));
+  if (!doc["ok"].get<bool>()) throw KdpError(doc.value("error", std::string("(no message)")));
+  return doc.value("result", json());
+}
+
+// ---- output ---------------------------------------------------------------
+
+std::string text(const json& v) {
+  if (v.is_null()) return "-";
+  if (v.is_string()) return v.get<std::string>();
+  return v.dump();
+}
+
+void print_table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> width(header.size());
+  for (size_t i = 0; i < header.size(); ++i) width[i] = header[i].size();
+  for (const auto& row : rows)
+    for (size_t i = 0; i < row.size() && i < width.size(); ++i) width[i] = std::max(width[i], row[i].size());
+  auto line = [&](const std::vector<std::string>& cells) {
+    std::string out;
+    for (size_t i = 0; i < cells.size(); ++i) {
+      if (i + 1 == cells.size()) out += cells[i];
+      else out += fmt::format("{:<{}}  ", cells[i], width[i]);
+    }
+    while (!out.empty() && out.back() == ' ') out.pop_back();
+    fmt::print("{}\n", out);
+  };
+  line(header);
+  for (const auto& row : rows) line(row);
+}
+
+std::string backends_text(const json& list) {
+  std::string out;
+  for (const json& b : list) {
+    if (!out.empty()) out += ",";
+    out += fmt::format("{}:{}{}", text(b["ip"]), text(b["port"]), b.value("local", false) ? "*" : "");
+  }
+  return out.empty() ? "(none)" : out;
+}
+
+std::string tuple_text(const json& t) {
+  return fmt::format("{}:{}->{}:{}", text(t["src"]), text(t["sport"]), text(t["dst"]), text(t["dport"]));
+}
+
+void print_services(const json& r) {
+  std::vector<std::vector<std::string>> rows;
+  for (const json& e : r) {
+    std::string backends = backends_text(e["backends_from_pods"]);
+    if (e["backends"] != e["backends_from_pods"]) backends += " (external: " + backends_text(e["backends"]) + ")";
+    std::string name = text(e["service"]);
+    if (!e.value("port_name", std::string()).empty()) name += ":" + text(e["port_name"]);
+    rows.push_back({name, text(e["kind"]), text(e["key"]), backends});
+  }
+  print_table({"SERVICE", "KIND", "FRONTEND", "BACKENDS (* = this node)"}, rows);
+}
+
+void print_apply(const json& r) {
+  for (const char* what : {"services", "routes", "neighbors"}) {
+    const json& d = r[what];
+    fmt::print("{}: {} added, {} changed, {} removed\n", what, d["added"].size(), d["changed"].size(),
+               d["removed"].size());
+    for (const char* kind : {"added", "changed", "removed"})
+      for (const json& item : d[kind]) fmt::print("  {} {}\n", kind[0] == 'a' ? '+' : kind[0] == 'c' ? '~' : '-', text(item));
+  }
+  fmt::print("udp flows {}: {}\n", r.value("dry_run", false) ? "to flush" : "flushed", text(r["udp_flows_flushed"]));
+  if (r.contains("neighbors_full")) fmt::print("neighbour table full: {} not installed\n", text(r["neighbors_full"]));
+  if (r.value("dry_run", false)) fmt::print("(dry run: nothing changed)\n");
+}
+
+void print_stats(const json& s) {
+  fmt::print("node {}\n", text(s["node"]));
+  std::vector<std::vector<std::string>> rows;
+  for (const json& p : s["ports"])
+    rows.push_back({text(p["name"]), text(p["role"]), text(p["mac"]), text(p["rx"]), text(p["tx"]),
+                    text(p["tx_dropped"]), text(p["rx_missed"])});
+  print_table({"PORT", "ROLE", "MAC", "RX", "TX", "TX_DROP", "RX_MISSED"}, rows);
+  std::string drops;
+  for (const auto& [name, n] : s["drops"].items())
+    if (n.is_number() && n.get<uint64_t>() != 0) drops += fmt::format(" {}={}", name, text(n));
+  fmt::print("drops:{}\n", drops.empty() ? " none" : drops);
+  const json& ct = s["conntrack"];
+  fmt::print("conntrack: {} flows of {}, {} created, {} expired, {} evicted, {} refused (full)\n", text(ct["flows"]),
+             text(ct["capacity"]), text(ct["created"]), text(ct["expired"]), text(ct["evicted"]), text(ct["full"]));
+  fmt::print("services: {} frontends\n", text(s["services"]));
+  for (const json& w : s["workers"])
+    fmt::print("worker {} (lcore {}): {} packets, {:.0f} cycles/packet\n", text(w["id"]), text(w["lcore"]),
+               text(w["packets"]), w.value("cycles_per_packet", 0.0));
+}
+
+void print_result(const std::string& verb, const json& r) {
+  if (verb == "service.list") return print_services(r);
+  if (verb == "apply" || verb == "endpoint.add" || verb == "endpoint.del") return print_apply(r);
+  if (verb == "stats") return print_stats(r);
+  std::vector<std::vector<std::string>> rows;
+  if (verb == "port.list") {
+    for (const json& p : r)
+      rows.push_back({text(p["name"]), text(p["role"]), text(p["mac"]), text(p["dpdk_id"]), text(p["device"])});
+    return print_table({"NAME", "ROLE", "MAC", "DPDK_ID", "DEVICE"}, rows);
+  }
+  if (verb == "route.list") {
+    for (const json& e : r) rows.push_back({text(e["prefix"]), text(e["kind"]), text(e["port"]), text(e["via"])});
+    return print_table({"PREFIX", "KIND", "PORT", "VIA"}, rows);
+  }
+  if (verb == "neighbor.list") {
+    for (const json& e : r) rows.push_back({text(e["ip"]), text(e["mac"]), text(e["state"]), text(e["port"])});
+    return print_table({"IP", "MAC", "STATE", "PORT"}, rows);
+  }
+  if (verb == "fdb.list") {
+    for (const json& e : r)
+      rows.push_back({text(e["mac"]), text(e["port"]), e.value("static", false) ? "yes" : "no", text(e["age_s"])});
+    return print_table({"MAC", "PORT", "STATIC", "AGE_S"}, rows);
+  }
+  if (verb == "conntrack.count") return fmt::print("{} flows (capacity {})\n", text(r["flows"]), text(r["capacity"]));
+  if (verb == "conntrack.flush") return fmt::print("flushed {} flows\n", text(r["flushed"]));
+  if (verb == "conntrack.list") {
+    for (const json& e : r["entries"]) {
+      std::string flags;
+      for (const json& f : e["flags"]) flags += (flags.empty() ? "" : ",") + text(f);
+      rows.push_back({text(e["protocol"]), tuple_text(e["orig"]), tuple_text(e["reply"]),
+                      e["state"].get<std::string>().empty() ? "-" : text(e["state"]), flags.empty() ? "-" : flags,
+                      text(e["age_s"])});
+    }
+    print_table({"PROTO", "ORIGINAL", "REPLY", "STATE", "FLAGS", "AGE_S"}, rows);
+    if (r["shown"] != r["flows"]) fmt::print("({} of {} flows shown; --limit shows more)\n", text(r["shown"]), text(r["flows"]));
+    return;
+  }
+  fmt::print("{}\n", r.dump(2));
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw UsageError(fmt::format("cannot read {}: {}", path, std::strerror(errno)));
+  std::ostringstream out;
+  out << in.rdbuf();
+  if (in.bad()) throw UsageError(fmt::format("cannot read {}", path));
+  return out.str();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"kdpctl: inspect and change a running kdp through its control socket"};
+  app.require_subcommand(1);
+  app.fallthrough();
+  std::string socket_path = "/run/kdp/kdp.sock";
+  bool as_json = false, prometheus = false;
+  int timeout_s = 60;
+  app.add_option("--socket", socket_path, "kdp's control socket ([control] socket)")
+      ->envname("KDP_SOCKET")
+      ->capture_default_str();
+  app.add_flag("--json", as_json, "print kdp's reply as JSON");
+  app.add_option("--timeout", timeout_s, "seconds to wait for a reply")->check(CLI::PositiveNumber)->capture_default_str();
+
+  std::string verb;
+  json args = json::object();
+  std::string file, service, ip, node, dst;
+  bool not_ready = false, terminating = false, dry_run = false;
+  size_t limit = kdp::control::kDefaultConntrackListLimit;
+
+  auto* apply = app.add_subcommand("apply", "replace routes, static neighbours and Services with a config file's");
+  apply->add_option("-f,--file", file, "the whole node config (TOML)")->required();
+  apply->add_flag("--dry-run", dry_run, "show what would change, change nothing");
+  auto* diff = app.add_subcommand("diff", "what `apply -f FILE` would change (a dry run)");
+  diff->add_option("-f,--file", file, "the whole node config (TOML)")->required();
+
+  auto list_of = [&](const char* name, const char* what) {
+    auto* group = app.add_subcommand(name, what);
+    group->require_subcommand(1);
+    return group->add_subcommand("list", what);
+  };
+  auto* service_list = list_of("service", "compiled Service frontends and their backends");
+  auto* route_list = list_of("route", "the route table");
+  auto* neighbor_list = list_of("neighbor", "the neighbour (ARP) table");
+  auto* fdb_list = list_of("fdb", "the bridge forwarding database");
+  auto* port_list = list_of("port", "ports");
+
+  auto* endpoint = app.add_subcommand("endpoint", "add or remove one endpoint of a Service");
+  endpoint->require_subcommand(1);
+  auto* endpoint_add = endpoint->add_subcommand("add", "add an endpoint (or replace the one with the same IP)");
+  auto* endpoint_del = endpoint->add_subcommand("del", "remove an endpoint");
+  for (auto* sub : {endpoint_add, endpoint_del}) {
+    sub->add_option("--service", service, "namespace/name")->required();
+    sub->add_option("--ip", ip, "the endpoint's address")->required();
+    sub->add_flag("--dry-run", dry_run, "show what would change, change nothing");
+  }
+  endpoint_add->add_option("--node", node, "the node it runs on");
+  endpoint_add->add_flag("--not-ready", not_ready, "ready = false");
+  endpoint_add->add_flag("--terminating", terminating, "terminating = true (with --not-ready: still serving)");
+
+  auto* conntrack = app.add_subcommand("conntrack", "connection tracking");
+  conntrack->require_subcommand(1);
+  auto* ct_list = conntrack->add_subcommand("list", "flows (the first --limit)");
+  ct_list->add_option("--limit", limit, "at most this many flows")
+      ->check(CLI::Range(size_t{1}, kdp::control::kMaxConntrackListLimit))
+      ->capture_default_str();
+  auto* ct_count = conntrack->add_subcommand("count", "how many flows");
+  auto* ct_flush = conntrack->add_subcommand("flush", "remove flows (all, or those matching --dst/--service)");
+  ct_flush->add_option("--dst", dst, "original destination or backend address");
+  ct_flush->add_option("--service", service, "flows to this Service's frontends (namespace/name)");
+
+  auto* stats = app.add_subcommand("stats", "counters");
+  stats->add_flag("--prometheus", prometheus, "Prometheus text exposition format");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return kExitUsage;
+  }
+
+  try {
+    if (apply->parsed() || diff->parsed()) {
+      verb = "apply";
+      args = {{"toml", read_file(file)}, {"source", file}, {"dry_run", dry_run || diff->parsed()}};
+    } else if (service_list->parsed()) {
+      verb = "service.list";
+    } else if (route_list->parsed()) {
+      verb = "route.list";
+    } else if (neighbor_list->parsed()) {
+      verb = "neighbor.list";
+    } else if (fdb_list->parsed()) {
+      verb = "fdb.list";
+    } else if (port_list->parsed()) {
+      verb = "port.list";
+    } else if (endpoint_add->parsed() || endpoint_del->parsed()) {
+      verb = endpoint_add->parsed() ? "endpoint.add" : "endpoint.del";
+      args = {{"service", service}, {"ip", ip}, {"dry_run", dry_run}};
+      if (endpoint_add->parsed()) {
+        if (!node.empty()) args["node"] = node;
+        args["ready"] = !not_ready;
+        args["serving"] = !not_ready || terminating;
+        args["terminating"] = terminating;
+      }
+    } else if (ct_list->parsed()) {
+      verb = "conntrack.list";
+      args = {{"limit", limit}};
+    } else if (ct_count->parsed()) {
+      verb = "conntrack.count";
+    } else if (ct_flush->parsed()) {
+      verb = "conntrack.flush";
+      if (!dst.empty()) args["dst"] = dst;
+      if (!service.empty()) args["service"] = service;
+    } else if (stats->parsed()) {
+      verb = "stats";
+      if (prometheus && as_json) throw UsageError("--json and --prometheus exclude each other");
+    }
+    // Checked here as kdp would, so a typo is a usage error (2), not kdp's.
+    try {
+      kdp::control::parse_request(kdp::control::request_line(verb, args));
+    } catch (const kdp::control::ProtocolError& e) {
+      throw UsageError(e.what());
+    }
+    json result = call(socket_path, verb, args, timeout_s);
+    if (prometheus) fmt::print("{}", kdp::control::stats_to_prometheus(result));
+    else if (as_json) fmt::print("{}\n", result.dump(2));
+    else print_result(verb, result);
+    return kExitOk;
+  } catch (const KdpError& e) {
+    fmt::print(stderr, "kdpctl: {}\n", e.what());
+    return kExitKdpError;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "kdpctl: {}\n", e.what());
+    return kExitUsage;
+  }
+}
