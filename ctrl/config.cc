@@ -649,6 +649,33 @@ void read_static_neighbors(const TableReader& root, const Config& config, std::v
   }
 }
 
+void read_pods(const TableReader& root, const Config& config, std::vector<PodConfig>& pods) {
+  auto tables = root.table_array("pod", "");
+  for (size_t i = 0; i < tables.size(); ++i) {
+    TableReader table(root.source(), *tables[i], index_key("pod", i));
+    table.reject_unknown_keys({"name", "port", "ip", "mac"});
+    PodConfig pod;
+    pod.name = table.required_string("name");
+    const std::string port = table.required_string("port");
+    const PortConfig* pc = config.find_port(port);
+    if (pc == nullptr) table.fail_at("port", fmt::format("no [[port]] is named {}", quoted(port)));
+    if (pc->role != PortRole::Pod) table.fail_at("port", fmt::format("{} is not a pod port", quoted(port)));
+    pod.port = port;
+    pod.ip = table.required_ipv4("ip");
+    if (!config.node.pod_cidr.contains(pod.ip) || pod.ip == config.node.gateway_ip)
+      table.fail_at("ip", fmt::format("{} is not a pod address of node.pod_cidr {}", ipv4_to_string(pod.ip),
+                                      config.node.pod_cidr.to_string()));
+    pod.mac = table.required_unicast_mac("mac");
+    for (size_t j = 0; j < pods.size(); ++j) {
+      if (pods[j].ip == pod.ip)
+        table.fail_at("ip", fmt::format("{} is already pod[{}] ({})", ipv4_to_string(pod.ip), j, quoted(pods[j].name)));
+      if (pods[j].mac == pod.mac)
+        table.fail_at("mac", fmt::format("{} is already pod[{}] ({})", pod.mac.to_string(), j, quoted(pods[j].name)));
+    }
+    pods.push_back(std::move(pod));
+  }
+}
+
 void read_conntrack(const TableReader& root, Config::Conntrack& conntrack) {
   TableReader table = section(root, "conntrack");
   table.reject_unknown_keys({"max_flows", "tcp_syn_sent_s", "tcp_syn_recv_s", "tcp_established_s", "tcp_fin_wait_s",
@@ -1045,7 +1072,7 @@ Config parse_config(std::string_view toml_text, std::string_view source_name) {
   config.source = std::string(source_name);
   TableReader root(source_name, document, "", /*is_root=*/true);
   root.reject_unknown_keys({"node", "eal", "workers", "mbufs", "dataplane", "bridge", "neighbors", "conntrack", "nat",
-                            "port", "route", "neighbor", "service", "control"});
+                            "port", "route", "neighbor", "pod", "service", "control"});
 
   // Sections in schema order; later ones refer back to node and ports.
   read_node(root, config.node);
@@ -1058,6 +1085,7 @@ Config parse_config(std::string_view toml_text, std::string_view source_name) {
   read_ports(root, config.ports);
   read_routes(root, config, config.routes);
   read_static_neighbors(root, config, config.neighbors);
+  read_pods(root, config, config.pods);
   read_conntrack(root, config.conntrack);
   read_nat(root, config.nat);
   read_services(root, config, config.services);
@@ -1076,6 +1104,8 @@ Config load_config_file(const std::string& path) {
   if (std::ferror(file.get())) throw ConfigError(fmt::format("{}: cannot read: {}", path, std::strerror(errno)));
   return parse_config(text, path);
 }
+
+std::optional<std::string> unicast_address_problem(Ipv4 ip) { return special_address_problem(ip); }
 
 // ---- Changing the desired state of a running kdp ---------------------------
 

@@ -55,6 +55,15 @@ struct PortRange {
   std::string to_string() const;  // "32768-60999"
 };
 
+// A pod attached to a bridge port: the port accepts only frames from this
+// MAC and, for IPv4 and ARP, this address (anti-spoofing).
+struct PodConfig {
+  std::string name;  // "namespace/pod"
+  std::string port;  // a port with role pod
+  Ipv4 ip = 0;       // inside node.pod_cidr
+  MacAddr mac;
+};
+
 struct Config {
   std::string source;  // file name used in messages
 
@@ -144,6 +153,7 @@ struct Config {
   std::vector<PortConfig> ports;
   std::vector<RouteConfig> routes;
   std::vector<NeighborConfig> neighbors;
+  std::vector<PodConfig> pods;
   std::vector<ServiceConfig> services;
 
   const PortConfig* find_port(std::string_view name) const;
@@ -152,6 +162,10 @@ struct Config {
 // Parse and validate; throws ConfigError naming the key (and line) at fault.
 Config parse_config(std::string_view toml_text, std::string_view source_name);
 Config load_config_file(const std::string& path);
+
+// Why `ip` can be no service address or endpoint ("must be a unicast address,
+// got 127.0.0.1 (loopback range 127.0.0.0/8)"); nullopt when it can be one.
+std::optional<std::string> unicast_address_problem(Ipv4 ip);
 
 // ---- Changing the desired state of a running kdp ---------------------------
 

@@ -11,7 +11,7 @@ using nlohmann::json;
 
 namespace {
 
-enum class ArgType { String, Bool, Limit, Ipv4Address, ServiceName };
+enum class ArgType { String, Bool, Limit, Ipv4Address, ServiceName, K8sObjects, Object, WatchEventType };
 
 struct ArgSpec {
   std::string_view name;
@@ -34,7 +34,11 @@ const VerbSpec kVerbs[] = {
     {"conntrack.count", {}},
     {"conntrack.list", {{"limit", ArgType::Limit}}},
     {"conntrack.flush", {{"dst", ArgType::Ipv4Address}, {"service", ArgType::ServiceName}}},
-    {"apply", {{"toml", ArgType::String, true}, {"source", ArgType::String}, {"dry_run", ArgType::Bool}}},
+    // apply: exactly one of toml and k8s (checked in parse_request).
+    {"apply",
+     {{"toml", ArgType::String}, {"k8s", ArgType::K8sObjects}, {"source", ArgType::String}, {"dry_run", ArgType::Bool}}},
+    {"watch.event",
+     {{"type", ArgType::WatchEventType, true}, {"object", ArgType::Object, true}, {"dry_run", ArgType::Bool}}},
     {"endpoint.add",
      {{"service", ArgType::ServiceName, true},
       {"ip", ArgType::Ipv4Address, true},
@@ -81,6 +85,16 @@ void check_arg(std::string_view verb, const ArgSpec& spec, const json& value) {
         wrong(fmt::format("a service name (\"namespace/name\"), got \"{}\"", name));
       break;
     }
+    case ArgType::K8sObjects:
+      if (!value.is_object() && !value.is_array()) wrong("a Kubernetes object, a List or an array of objects");
+      break;
+    case ArgType::Object:
+      if (!value.is_object()) wrong("a JSON object");
+      break;
+    case ArgType::WatchEventType:
+      if (!value.is_string() || (value != "ADDED" && value != "MODIFIED" && value != "DELETED"))
+        wrong("\"ADDED\", \"MODIFIED\" or \"DELETED\"");
+      break;
   }
 }
 
@@ -121,6 +135,8 @@ Request parse_request(std::string_view line) {
   for (const ArgSpec& arg : spec->args)
     if (arg.required && !request.args.contains(std::string(arg.name)))
       fail(fmt::format("{}: args.{}: required argument is missing", request.verb, arg.name));
+  if (request.verb == "apply" && request.args.contains("toml") == request.args.contains("k8s"))
+    fail("apply: args: exactly one of toml and k8s is required");
   return request;
 }
 
@@ -152,11 +168,17 @@ ConntrackFlushArgs conntrack_flush_args(const Request& request) {
 
 ApplyArgs apply_args(const Request& request) {
   ApplyArgs out;
-  out.toml = request.args.at("toml").get<std::string>();
+  if (auto it = request.args.find("k8s"); it != request.args.end()) out.k8s = *it;
+  else out.toml = request.args.at("toml").get<std::string>();
   out.source = arg_or<std::string>(request, "source", out.source);
   if (out.source.empty()) out.source = "apply";
   out.dry_run = arg_or<bool>(request, "dry_run", false);
   return out;
+}
+
+WatchEventArgs watch_event_args(const Request& request) {
+  return {{{"type", request.args.at("type")}, {"object", request.args.at("object")}},
+          arg_or<bool>(request, "dry_run", false)};
 }
 
 EndpointArgs endpoint_args(const Request& request) {

@@ -36,6 +36,17 @@
 //                              file; `source` names it in errors). Any other
 //                              difference from the running config is an error
 //                              naming the key. Reply: the diff summary.
+//   apply {k8s, dry_run}       instead of toml: Kubernetes Services and
+//                              EndpointSlices (ctrl/k8s.h): an object, a List
+//                              or an array of them, merged into the objects
+//                              kdp holds. The node's Services are the config
+//                              file's plus those the objects render; either
+//                              kind of apply keeps the other's. Reply: the
+//                              diff summary and "k8s": [{object, action, reason}].
+//   watch.event {type, object, dry_run}
+//                              one watch event: type ADDED, MODIFIED (the
+//                              object replaces its namesake) or DELETED.
+//                              Reply as apply {k8s}.
 //   endpoint.add {service, ip, node, ready, serving, terminating, dry_run}
 //   endpoint.del {service, ip, dry_run}
 //                              an edit of the running desired config, then apply.
@@ -91,7 +102,12 @@ struct ConntrackFlushArgs {
 };
 struct ApplyArgs {
   std::string toml;
+  std::optional<nlohmann::json> k8s;  // set: Kubernetes objects instead of toml
   std::string source = "apply";
+  bool dry_run = false;
+};
+struct WatchEventArgs {
+  nlohmann::json event;  // {"type", "object"}
   bool dry_run = false;
 };
 struct EndpointArgs {
@@ -102,6 +118,7 @@ struct EndpointArgs {
 ConntrackListArgs conntrack_list_args(const Request& request);
 ConntrackFlushArgs conntrack_flush_args(const Request& request);
 ApplyArgs apply_args(const Request& request);
+WatchEventArgs watch_event_args(const Request& request);
 EndpointArgs endpoint_args(const Request& request);
 
 // Splits a byte stream into lines of at most `max` bytes (newline included).

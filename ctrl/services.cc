@@ -98,8 +98,16 @@ struct UsableEndpoints {
 };
 
 UsableEndpoints categorize(const ServiceConfig& service, const ServicePortConfig& port, std::string_view node_name) {
+  // The endpoint's port for this service port: its own (EndpointSlice) port
+  // of the same name and protocol, else target_port; 0: it has none.
+  auto port_on = [&](const EndpointConfig& endpoint) -> uint16_t {
+    if (endpoint.ports.empty()) return port.target_port;
+    for (const EndpointPort& own : endpoint.ports)
+      if (own.name == port.name && own.protocol == port.protocol) return own.port;
+    return 0;
+  };
   auto backend_of = [&](const EndpointConfig& endpoint) {
-    return Backend{endpoint.ip, port.target_port, !endpoint.node.empty() && endpoint.node == node_name};
+    return Backend{endpoint.ip, port_on(endpoint), !endpoint.node.empty() && endpoint.node == node_name};
   };
   auto ready = [](const EndpointConfig& endpoint) { return endpoint.ready; };
   // Terminating endpoints that still serve are a fallback only, so that
@@ -113,7 +121,7 @@ UsableEndpoints categorize(const ServiceConfig& service, const ServicePortConfig
     for (auto usable : {+ready, +serving_terminating}) {
       for (const EndpointConfig& endpoint : service.endpoints) {
         Backend backend = backend_of(endpoint);
-        if (usable(endpoint) && (!local_only || backend.local)) picked.push_back(backend);
+        if (backend.port != 0 && usable(endpoint) && (!local_only || backend.local)) picked.push_back(backend);
       }
       if (!picked.empty()) break;
     }

@@ -37,8 +37,18 @@ struct ServicePortConfig {
   std::string name;  // optional when the service has one port
   L4Proto protocol = L4Proto::Tcp;
   uint16_t port = 0;         // on the cluster IP, external IPs and load balancer IPs
-  uint16_t target_port = 0;  // on the endpoints; the configuration defaults it to port
+  uint16_t target_port = 0;  // on the endpoints; the configuration defaults it to port (endpoints
+                             // with their own EndpointConfig::ports use those instead)
   uint16_t node_port = 0;    // on node_ip; 0 = none (ClusterIP services)
+};
+
+// The port an endpoint serves one service port on (an EndpointSlice's port of
+// that name and protocol).
+struct EndpointPort {
+  std::string name;  // the service port's name
+  L4Proto protocol = L4Proto::Tcp;
+  uint16_t port = 0;
+  bool operator==(const EndpointPort&) const = default;
 };
 
 struct EndpointConfig {
@@ -47,6 +57,11 @@ struct EndpointConfig {
   bool ready = true;    // EndpointSlice conditions; an unset "ready" means ready there too
   bool serving = true;  // defaults to ready
   bool terminating = false;
+  // Empty: an endpoint of every service port, on its target_port (the
+  // configuration file). Else an endpoint of the listed service ports only,
+  // each on its own port, as EndpointSlices say (ctrl/k8s.h): a named
+  // targetPort may be a different number on different endpoints.
+  std::vector<EndpointPort> ports;
 };
 
 struct ServiceConfig {

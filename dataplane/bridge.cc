@@ -2,9 +2,39 @@
 // control thread, which owns the FDB), forwards known unicast, floods
 // broadcast, multicast and unknown unicast, and hands frames addressed to
 // the gateway MAC to the router.
+#include <rte_arp.h>
+#include <rte_ip.h>
+
 #include "dataplane/stages.h"
 
 namespace kdp {
+
+namespace {
+
+// Anti-spoofing: a port with registered pods accepts only their MACs and,
+// for IPv4 and ARP, their addresses; DropReason::Count when the frame may pass.
+DropReason spoofing_check(const std::vector<PodIdentity>& pods, rte_mbuf* m) {
+  const auto* eth = rte_pktmbuf_mtod(m, const rte_ether_hdr*);
+  const uint64_t src_mac = mac_to_u64(eth->src_addr);
+  const PodIdentity* pod = nullptr;
+  for (const auto& p : pods)
+    if (p.mac == src_mac) pod = &p;
+  if (pod == nullptr) return DropReason::SpoofedSourceMac;
+  const PacketMeta& md = meta(m);
+  if (md.flags & kFlagIpv4) {
+    const auto* ip = reinterpret_cast<const rte_ipv4_hdr*>(eth + 1);
+    if (ip->src_addr != static_cast<uint32_t>(pod->ip)) return DropReason::SpoofedSourceIp;
+  } else if (md.flags & kFlagArp) {
+    const auto* arp = reinterpret_cast<const rte_arp_hdr*>(eth + 1);
+    // ARP probes (RFC 5227) carry sender address 0.
+    if (mac_to_u64(arp->arp_data.arp_sha) != src_mac ||
+        (arp->arp_data.arp_sip != static_cast<uint32_t>(pod->ip) && arp->arp_data.arp_sip != 0))
+      return DropReason::SpoofedArp;
+  }
+  return DropReason::Count;
+}
+
+}  // namespace
 
 void Bridge::process(Burst& burst) {
   const unsigned n = burst.n;
@@ -26,6 +56,12 @@ void Bridge::process(Burst& burst) {
     PacketMeta& md = meta(m);
     auto* eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
     const uint16_t in = md.in_port;
+    if (const auto& pods = ctx_.tables.port_pods[in]; !pods.empty()) {
+      if (DropReason spoofed = spoofing_check(pods, m); spoofed != DropReason::Count) {
+        burst.drop(i, spoofed);
+        continue;
+      }
+    }
 
     // Learning: a new source or a MAC move is reported; a known one refreshed.
     if (FdbEntry* e = src_entries[i]; e == nullptr || e->port.load(std::memory_order_relaxed) != in) {

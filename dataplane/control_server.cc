@@ -142,7 +142,8 @@ std::vector<NeighborItem> neighbor_items(const Config& c) {
 
 ControlServer::ControlServer(NodeTables& tables, const std::vector<std::unique_ptr<WorkerContext>>& workers,
                              const Control& control, const Config& running)
-    : tables_(tables), workers_(workers), control_(control), desired_(running), own_uid_(::geteuid()) {}
+    : tables_(tables), workers_(workers), control_(control), desired_(running), base_(running),
+      own_uid_(::geteuid()) {}
 
 ControlServer::~ControlServer() {
   for (auto& c : clients_) ::close(c->fd);
@@ -296,15 +297,39 @@ json ControlServer::dispatch(const control::Request& request) {
   if (verb == "conntrack.flush") return flush_conntrack(control::conntrack_flush_args(request));
   if (verb == "apply") {
     const control::ApplyArgs args = control::apply_args(request);
-    return apply(parse_config(args.toml, args.source), args.dry_run);
+    if (args.k8s) {
+      K8sState next = k8s_;
+      std::vector<K8sChange> changes = next.apply(*args.k8s);
+      return apply_k8s(std::move(next), std::move(changes), args.dry_run);
+    }
+    Config next = parse_config(args.toml, args.source);
+    json result = apply(with_k8s_services(next, k8s_), args.dry_run);
+    if (!args.dry_run) base_ = std::move(next);
+    return result;
+  }
+  if (verb == "watch.event") {
+    const control::WatchEventArgs args = control::watch_event_args(request);
+    K8sState next = k8s_;
+    K8sChange change = next.apply_event(args.event);
+    return apply_k8s(std::move(next), {std::move(change)}, args.dry_run);
   }
   if (verb == "endpoint.add" || verb == "endpoint.del") {
+    // Edits of the config file's Services; those of EndpointSlices change by watch.event.
     const control::EndpointArgs args = control::endpoint_args(request);
-    Config next = verb == "endpoint.add" ? with_endpoint(desired_, args.service, args.endpoint)
-                                         : without_endpoint(desired_, args.service, args.endpoint.ip);
-    return apply(next, args.dry_run);
+    Config next = verb == "endpoint.add" ? with_endpoint(base_, args.service, args.endpoint)
+                                         : without_endpoint(base_, args.service, args.endpoint.ip);
+    json result = apply(with_k8s_services(next, k8s_), args.dry_run);
+    if (!args.dry_run) base_ = std::move(next);
+    return result;
   }
   throw control::ProtocolError(fmt::format("verb \"{}\" is not implemented", verb));
+}
+
+json ControlServer::apply_k8s(K8sState next, std::vector<K8sChange> changes, bool dry_run) {
+  json result = apply(with_k8s_services(base_, next), dry_run);
+  if (!dry_run) k8s_ = std::move(next);
+  result["k8s"] = to_json(changes);
+  return result;
 }
 
 json ControlServer::apply(const Config& next, bool dry_run) {

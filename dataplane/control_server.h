@@ -21,6 +21,7 @@
 
 #include "ctrl/config.h"
 #include "ctrl/control_protocol.h"
+#include "ctrl/k8s.h"
 #include "dataplane/control.h"
 #include "dataplane/tables.h"
 #include "dataplane/worker.h"
@@ -62,6 +63,8 @@ class ControlServer {
 
   nlohmann::json dispatch(const control::Request& request);
   nlohmann::json apply(const Config& next, bool dry_run);
+  // apply {k8s} and watch.event: `next` is k8s_ with the objects applied.
+  nlohmann::json apply_k8s(K8sState next, std::vector<K8sChange> changes, bool dry_run);
   nlohmann::json list_ports() const;
   nlohmann::json list_routes() const;
   nlohmann::json list_neighbors();
@@ -75,6 +78,8 @@ class ControlServer {
   const std::vector<std::unique_ptr<WorkerContext>>& workers_;
   const Control& control_;
   Config desired_;  // the running desired state; replaced on each successful apply
+  Config base_;     // desired_ without the Services k8s_ renders: the last config file applied
+  K8sState k8s_;    // the Kubernetes objects applied (apply {k8s}, watch.event)
   std::string path_;
   int listen_fd_ = -1;
   bool bound_ = false;

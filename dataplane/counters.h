@@ -16,6 +16,9 @@ namespace kdp {
   X(MultiSegment, "multi_segment")                                          \
   X(VlanTagged, "vlan_tagged")                                              \
   X(SrcMacMulticast, "src_mac_multicast")                                   \
+  X(SpoofedSourceMac, "spoofed_source_mac")                                 \
+  X(SpoofedSourceIp, "spoofed_source_ip")                                   \
+  X(SpoofedArp, "spoofed_arp")                                              \
   X(NotForUs, "l2_not_for_us")                                              \
   X(UnsupportedEtherType, "unsupported_ethertype")                          \
   X(ArpMalformed, "arp_malformed")                                          \

@@ -73,6 +73,9 @@ NodeTables::NodeTables(const Config& cfg, std::vector<PortInfo> port_infos, unsi
     if (ports[i].role == PortRole::Pod) pod_ports.push_back(i);
     else if (first_uplink == kNoPort) first_uplink = i;
   }
+  port_pods.resize(ports.size());
+  for (const auto& pod : cfg.pods)
+    port_pods[port_index(pod.port)].push_back({mac_to_u64(to_ether(pod.mac)), to_be32(pod.ip)});
   publish_routes(std::make_unique<RouteSnapshot>(routes_from_config(), route_generation_++));
   const auto& ct = cfg.conntrack;
   FlowTimeouts timeouts;

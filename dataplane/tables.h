@@ -124,6 +124,13 @@ class RouteSnapshot {
   std::vector<RouteEntry> routes_;
 };
 
+// The pods a bridge port may speak for ([[pod]]): anti-spoofing. A port
+// with none listed is not checked.
+struct PodIdentity {
+  uint64_t mac = 0;  // mac_to_u64
+  be32 ip{};
+};
+
 // Everything the workers share, built from the config at start-up.
 struct NodeTables {
   NodeTables(const Config& config, std::vector<PortInfo> ports, unsigned workers);
@@ -132,6 +139,7 @@ struct NodeTables {
   const Config& config;
   std::vector<PortInfo> ports;
   std::vector<uint16_t> pod_ports;  // indexes of ports with role pod
+  std::vector<std::vector<PodIdentity>> port_pods;  // by port index; read-only once built
   uint16_t first_uplink = kNoPort;
   Rcu rcu;
   Fdb fdb;

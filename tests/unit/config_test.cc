@@ -1457,3 +1457,30 @@ TEST(ConfigTest, ControlMustBeATable) {
 
 }  // namespace
 }  // namespace kdp
+
+namespace kdp {
+namespace {
+
+TEST(ConfigTest, PodsForAntiSpoofing) {
+  const std::string pods = "[[port]]\nname = \"pod0\"\nrole = \"pod\"\ndevice = \"net_pcap1\"\n"
+                           "[[pod]]\nname = \"default/a\"\nport = \"pod0\"\nip = \"10.244.1.5\"\n"
+                           "mac = \"0a:58:0a:f4:01:05\"\n";
+  const Config config = parse_config(std::string(kMinimal) + pods, "node.toml");
+  ASSERT_EQ(config.pods.size(), 1u);
+  EXPECT_EQ(config.pods[0].name, "default/a");
+  EXPECT_EQ(config.pods[0].port, "pod0");
+  EXPECT_EQ(ipv4_to_string(config.pods[0].ip), "10.244.1.5");
+  EXPECT_EQ(config.pods[0].mac.to_string(), "0a:58:0a:f4:01:05");
+  EXPECT_EQ(error_of(std::string(kMinimal) + pods + "[[pod]]\nname = \"default/b\"\nport = \"up0\"\n"
+                                                    "ip = \"10.244.1.6\"\nmac = \"0a:58:0a:f4:01:06\"\n"),
+            "node.toml:23: pod[1].port: \"up0\" is not a pod port");
+  EXPECT_EQ(error_of(std::string(kMinimal) + pods + "[[pod]]\nname = \"default/b\"\nport = \"pod0\"\n"
+                                                    "ip = \"10.244.9.6\"\nmac = \"0a:58:0a:f4:01:06\"\n"),
+            "node.toml:24: pod[1].ip: 10.244.9.6 is not a pod address of node.pod_cidr 10.244.1.0/24");
+  EXPECT_EQ(error_of(std::string(kMinimal) + pods + "[[pod]]\nname = \"default/b\"\nport = \"pod0\"\n"
+                                                    "ip = \"10.244.1.5\"\nmac = \"0a:58:0a:f4:01:06\"\n"),
+            "node.toml:24: pod[1].ip: 10.244.1.5 is already pod[0] (\"default/a\")");
+}
+
+}  // namespace
+}  // namespace kdp
