@@ -1,6 +1,12 @@
 // kdpctl: talks to a running kdp over its control socket (ctrl/control_protocol.h).
 //
 //   kdpctl [--socket PATH] [--json] VERB ...
+//   kdpctl apply -f FILE      FILE: a node config (TOML), or Kubernetes Services
+//                             and EndpointSlices as `kubectl get -o json` prints
+//                             them (JSON: its first character is '{' or '[')
+//   kdpctl watch -f FILE|-    a watch-event stream (`kubectl get services,
+//                             endpointslices -A --watch --output-watch-events
+//                             -o json`), one watch.event per event
 //
 // Human-readable tables by default, the reply's JSON with --json. Exit codes:
 // 0 ok, 1 kdp answered with an error (printed), 2 usage or connection error.
@@ -143,6 +149,10 @@ void print_apply(const json& r) {
     for (const char* kind : {"added", "changed", "removed"})
       for (const json& item : d[kind]) fmt::print("  {} {}\n", kind[0] == 'a' ? '+' : kind[0] == 'c' ? '~' : '-', text(item));
   }
+  if (r.contains("k8s"))
+    for (const json& c : r["k8s"])
+      fmt::print("{}: {}{}\n", text(c["object"]), text(c["action"]),
+                 c.contains("reason") ? " (" + text(c["reason"]) + ")" : "");
   fmt::print("udp flows {}: {}\n", r.value("dry_run", false) ? "to flush" : "flushed", text(r["udp_flows_flushed"]));
   if (r.contains("neighbors_full")) fmt::print("neighbour table full: {} not installed\n", text(r["neighbors_full"]));
   if (r.value("dry_run", false)) fmt::print("(dry run: nothing changed)\n");
@@ -209,12 +219,123 @@ void print_result(const std::string& verb, const json& r) {
 }
 
 std::string read_file(const std::string& path) {
+  if (path == "-") {
+    std::ostringstream out;
+    out << std::cin.rdbuf();
+    return out.str();
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) throw UsageError(fmt::format("cannot read {}: {}", path, std::strerror(errno)));
   std::ostringstream out;
   out << in.rdbuf();
   if (in.bad()) throw UsageError(fmt::format("cannot read {}", path));
   return out.str();
+}
+
+// JSON (Kubernetes objects) rather than TOML: the first non-space character
+// opens an object, or an array whose first non-space character opens an
+// object or closes it ("[node]" and "[[service]]" are TOML tables).
+bool looks_like_json(const std::string& text) {
+  const size_t first = text.find_first_not_of(" \t\r\n");
+  if (first == std::string::npos) return false;
+  if (text[first] == '{') return true;
+  if (text[first] != '[') return false;
+  const size_t second = text.find_first_not_of(" \t\r\n", first + 1);
+  return second != std::string::npos && (text[second] == '{' || text[second] == ']');
+}
+
+// kdpctl watch: one watch.event per event of `in`, a line each in the
+// output. Events are one per line, or pretty-printed over several lines
+// (each ends on a line whose last character closes it). Returns the exit
+// code: 0, or 1 at the first rejected event with `strict`.
+int watch(std::istream& in, const std::string& socket_path, int timeout_s, bool strict, bool dry_run, bool as_json) {
+  size_t events = 0, rejected = 0;
+  auto report = [&](const std::string& type, const std::string& object, const json& result,
+                    const std::string& error) {
+    ++events;
+    if (!error.empty()) ++rejected;
+    if (as_json) {
+      json line = {{"type", type}, {"object", object}, {"ok", error.empty()}};
+      if (error.empty()) line["result"] = result;
+      else line["error"] = error;
+      fmt::print("{}\n", line.dump());
+    } else if (!error.empty()) {
+      fmt::print("{} {}: rejected: {}\n", type, object.empty() ? "-" : object, error);
+    } else {
+      std::string what = "ok";
+      if (result.contains("k8s") && !result["k8s"].empty()) {
+        const json& c = result["k8s"][0];
+        what = text(c["action"]) + (c.contains("reason") ? " (" + text(c["reason"]) + ")" : "");
+      }
+      std::string services;
+      if (result.contains("services")) {
+        const json& d = result["services"];
+        services = fmt::format("; services: {} added, {} changed, {} removed", d["added"].size(), d["changed"].size(),
+                               d["removed"].size());
+      }
+      fmt::print("{} {}: {}{}\n", type, object, what, services);
+    }
+    std::fflush(stdout);
+  };
+  auto handle = [&](const std::string& text_in) {
+    json event = json::parse(text_in, nullptr, false);
+    if (event.is_discarded()) return report("?", "", {}, "not valid JSON");
+    if (!event.is_object()) return report("?", "", {}, "an event must be a JSON object");
+    // Bare objects (`--watch` without --output-watch-events): each replaces its namesake.
+    if (!event.contains("type") && event.contains("kind")) event = {{"type", "ADDED"}, {"object", event}};
+    const std::string type = event.value("type", json("?")).is_string() ? event.value("type", "?") : "?";
+    const json object = event.value("object", json());
+    std::string name;
+    if (object.is_object()) {
+      const json metadata = object.value("metadata", json::object());
+      if (metadata.is_object() && metadata.value("name", json()).is_string())
+        name = fmt::format("{} {}/{}", object.value("kind", json("?")).is_string() ? object.value("kind", "?") : "?",
+                           metadata.value("namespace", json("default")).is_string()
+                               ? metadata.value("namespace", "default")
+                               : "default",
+                           metadata.value("name", ""));
+    }
+    if (type == "BOOKMARK") return report(type, name, {{"k8s", {{{"action", "ignored"}}}}}, "");
+    if (type == "ERROR") {
+      std::string message = object.is_object() && object.value("message", json()).is_string()
+                                ? object.value("message", "")
+                                : object.dump();
+      return report(type, name, {}, "the API server sent an error: " + message);
+    }
+    json args = {{"type", event.value("type", json())}, {"object", object}};
+    if (dry_run) args["dry_run"] = true;
+    try {
+      kdp::control::parse_request(kdp::control::request_line("watch.event", args));
+      report(type, name, call(socket_path, "watch.event", args, timeout_s), "");
+    } catch (const kdp::control::ProtocolError& e) {
+      report(type, name, {}, e.what());
+    } catch (const KdpError& e) {
+      report(type, name, {}, e.what());
+    }
+  };
+
+  std::string pending;
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    const size_t first = line.find_first_not_of(" \t");
+    if (first == std::string::npos) continue;
+    // A new top-level value while one is unfinished: that one was malformed.
+    if (!pending.empty() && first == 0 && (line[0] == '{' || line[0] == '[')) {
+      handle(pending);
+      pending.clear();
+    }
+    pending += line;
+    pending += '\n';
+    const char last = line[line.find_last_not_of(" \t")];
+    if ((last == '}' || last == ']') && json::accept(pending)) {
+      handle(pending);
+      pending.clear();
+    }
+    if (strict && rejected != 0) return kExitKdpError;
+  }
+  if (!pending.empty()) handle(pending);
+  if (!as_json) fmt::print("{} events, {} rejected\n", events, rejected);
+  return strict && rejected != 0 ? kExitKdpError : kExitOk;
 }
 
 }  // namespace
@@ -235,14 +356,22 @@ int main(int argc, char** argv) {
   std::string verb;
   json args = json::object();
   std::string file, service, ip, node, dst;
-  bool not_ready = false, terminating = false, dry_run = false;
+  bool not_ready = false, terminating = false, dry_run = false, strict = false;
   size_t limit = kdp::control::kDefaultConntrackListLimit;
 
   auto* apply = app.add_subcommand("apply", "replace routes, static neighbours and Services with a config file's");
-  apply->add_option("-f,--file", file, "the whole node config (TOML)")->required();
+  apply->add_option("-f,--file", file,
+                    "the whole node config (TOML), or Kubernetes Services and EndpointSlices (JSON: an object, a "
+                    "List or an array); - reads stdin")
+      ->required();
   apply->add_flag("--dry-run", dry_run, "show what would change, change nothing");
   auto* diff = app.add_subcommand("diff", "what `apply -f FILE` would change (a dry run)");
-  diff->add_option("-f,--file", file, "the whole node config (TOML)")->required();
+  diff->add_option("-f,--file", file, "as apply -f")->required();
+  auto* watch_cmd = app.add_subcommand("watch", "follow a Kubernetes watch-event stream (one watch.event per event)");
+  watch_cmd->add_option("-f,--file", file, "the events (JSON, one per line or pretty-printed); - reads stdin")
+      ->required();
+  watch_cmd->add_flag("--strict", strict, "stop and exit 1 at the first rejected event (default: report, go on)");
+  watch_cmd->add_flag("--dry-run", dry_run, "check each event, change nothing");
 
   auto list_of = [&](const char* name, const char* what) {
     auto* group = app.add_subcommand(name, what);
@@ -292,9 +421,22 @@ int main(int argc, char** argv) {
   }
 
   try {
+    if (watch_cmd->parsed()) {
+      if (file == "-") return watch(std::cin, socket_path, timeout_s, strict, dry_run, as_json);
+      std::ifstream in(file);
+      if (!in) throw UsageError(fmt::format("cannot read {}: {}", file, std::strerror(errno)));
+      return watch(in, socket_path, timeout_s, strict, dry_run, as_json);
+    }
     if (apply->parsed() || diff->parsed()) {
       verb = "apply";
-      args = {{"toml", read_file(file)}, {"source", file}, {"dry_run", dry_run || diff->parsed()}};
+      const std::string content = read_file(file);
+      if (looks_like_json(content)) {
+        json objects = json::parse(content, nullptr, false);
+        if (objects.is_discarded()) throw UsageError(fmt::format("{}: not valid JSON", file));
+        args = {{"k8s", std::move(objects)}, {"dry_run", dry_run || diff->parsed()}};
+      } else {
+        args = {{"toml", content}, {"source", file}, {"dry_run", dry_run || diff->parsed()}};
+      }
     } else if (service_list->parsed()) {
       verb = "service.list";
     } else if (route_list->parsed()) {

@@ -51,7 +51,17 @@ TEST(ControlProtocolTest, ChecksArgumentTypes) {
             "conntrack.flush: args.dst: must be an IPv4 address (\"a.b.c.d\")");
   EXPECT_EQ(error_of(R"({"verb": "conntrack.flush", "args": {"service": "web"}})"),
             "conntrack.flush: args.service: must be a service name (\"namespace/name\"), got \"web\"");
-  EXPECT_EQ(error_of(R"({"verb": "apply", "args": {}})"), "apply: args.toml: required argument is missing");
+  EXPECT_EQ(error_of(R"({"verb": "apply", "args": {}})"), "apply: args: exactly one of toml and k8s is required");
+  EXPECT_EQ(error_of(R"({"verb": "apply", "args": {"toml": "", "k8s": {}}})"),
+            "apply: args: exactly one of toml and k8s is required");
+  EXPECT_EQ(error_of(R"({"verb": "apply", "args": {"k8s": "Service"}})"),
+            "apply: args.k8s: must be a Kubernetes object, a List or an array of objects");
+  EXPECT_EQ(error_of(R"({"verb": "watch.event", "args": {"type": "ADDED"}})"),
+            "watch.event: args.object: required argument is missing");
+  EXPECT_EQ(error_of(R"({"verb": "watch.event", "args": {"type": "BOOKMARK", "object": {}}})"),
+            "watch.event: args.type: must be \"ADDED\", \"MODIFIED\" or \"DELETED\"");
+  EXPECT_EQ(error_of(R"({"verb": "watch.event", "args": {"type": "ADDED", "object": []}})"),
+            "watch.event: args.object: must be a JSON object");
   EXPECT_EQ(error_of(R"({"verb": "apply", "args": {"toml": "", "dry_run": "yes"}})"),
             "apply: args.dry_run: must be true or false");
   EXPECT_EQ(error_of(R"({"verb": "endpoint.add", "args": {"service": "default/web"}})"),
@@ -69,6 +79,14 @@ TEST(ControlProtocolTest, TypedArgs) {
 
   ApplyArgs apply = apply_args(parse_request(R"({"verb": "apply", "args": {"toml": "x = 1", "dry_run": true}})"));
   EXPECT_EQ(apply.toml, "x = 1");
+  EXPECT_FALSE(apply.k8s);
+  ApplyArgs k8s = apply_args(parse_request(R"({"verb": "apply", "args": {"k8s": [{"kind": "Service"}]}})"));
+  ASSERT_TRUE(k8s.k8s);
+  EXPECT_EQ(k8s.k8s->dump(), R"([{"kind":"Service"}])");
+  WatchEventArgs event = watch_event_args(
+      parse_request(R"({"verb": "watch.event", "args": {"type": "DELETED", "object": {"kind": "Service"}, "dry_run": true}})"));
+  EXPECT_EQ(event.event.dump(), R"({"object":{"kind":"Service"},"type":"DELETED"})");
+  EXPECT_TRUE(event.dry_run);
   EXPECT_EQ(apply.source, "apply");
   EXPECT_TRUE(apply.dry_run);
 

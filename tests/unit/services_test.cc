@@ -38,7 +38,7 @@ Config node_config() {
 
 EndpointConfig endpoint(std::string_view address, std::string_view node, bool ready = true,
                         std::optional<bool> serving = std::nullopt, bool terminating = false) {
-  return EndpointConfig{ip(address), std::string(node), ready, serving.value_or(ready), terminating};
+  return EndpointConfig{ip(address), std::string(node), ready, serving.value_or(ready), terminating, {}};
 }
 
 EndpointConfig terminating_endpoint(std::string_view address, std::string_view node, bool serving = true) {
@@ -294,6 +294,38 @@ TEST(ServicesTest, NoUsableEndpointRejectsEveryFrontend) {
       EXPECT_EQ(entry.when_empty_pods, ServiceEntry::Empty::Reject);
     }
   }
+}
+
+// Endpoints with their own ports (EndpointSlices): each service port uses the
+// endpoint's port of its name and protocol; an endpoint without one is no
+// endpoint of that service port, which may leave it with none at all.
+TEST(ServicesTest, EndpointPortsOverrideTargetPortPerServicePort) {
+  ServiceConfig web = service();
+  web.ports.push_back({"dns", L4Proto::Udp, 53, 53, 0});
+  EndpointConfig old_pod = endpoint("10.244.1.2", kNode), new_pod = endpoint("10.244.2.3", "node-b"),
+                 plain = endpoint("10.244.2.4", "node-b");
+  old_pod.ports = {{"http", L4Proto::Tcp, 8080}, {"dns", L4Proto::Tcp, 5353}};  // TCP: not the UDP port
+  new_pod.ports = {{"http", L4Proto::Tcp, 9090}};
+  web.endpoints = {old_pod, new_pod, plain};
+  const CompiledServices compiled = compile_one(web);
+  auto cluster = [&](uint16_t port) {
+    for (const ServiceEntry& e : compiled.entries)
+      if (e.kind == FrontendKind::ClusterIP && e.port == port) return e;
+    throw std::runtime_error("no such entry");
+  };
+  EXPECT_EQ(cluster(80).backends, (std::vector<Backend>{backend("10.244.1.2", true, 8080),
+                                                         backend("10.244.2.3", false, 9090),
+                                                         backend("10.244.2.4", false, 8080)}));
+  EXPECT_EQ(cluster(53).backends, (std::vector<Backend>{backend("10.244.2.4", false, 53)}));
+
+  web.endpoints = {old_pod, new_pod};
+  const ServiceEntry dns = [&] {
+    for (const ServiceEntry& e : compile_one(web).entries)
+      if (e.port == 53) return e;
+    throw std::runtime_error("no dns entry");
+  }();
+  EXPECT_TRUE(dns.backends.empty());
+  EXPECT_EQ(dns.when_empty_pods, ServiceEntry::Empty::Reject);
 }
 
 // ---- Entry contents --------------------------------------------------------
