@@ -146,8 +146,8 @@ struct Config {
   // The control socket kdpctl talks to (ctrl/control_protocol.h).
   struct ControlApi {
     std::string socket = "/run/kdp/kdp.sock";  // absolute path of a Unix stream socket, mode 0600
-    std::optional<Ipv4> metrics_ip;             // metrics_listen = "IP:PORT": parsed and validated;
-    uint16_t metrics_port = 0;                  // serving /metrics there is not implemented yet
+    std::optional<Ipv4> metrics_ip;             // metrics_listen = "IP:PORT" (a loopback address, normally)
+    uint16_t metrics_port = 0;                  // kdp serves Prometheus text at /metrics there
   } control;
 
   std::vector<PortConfig> ports;

@@ -20,6 +20,7 @@
 #include "ctrl/config.h"
 #include "dataplane/control.h"
 #include "dataplane/control_server.h"
+#include "dataplane/metrics_server.h"
 #include "dataplane/stats.h"
 #include "dataplane/worker.h"
 #include "drivers/eal.h"
@@ -75,6 +76,12 @@ int run(const std::string& config_path, int exit_when_idle_ms, const std::string
   control->install_static_neighbors();
   auto server = std::make_unique<ControlServer>(*tables, workers, *control, config);
   server->start();
+  std::unique_ptr<MetricsServer> metrics;
+  if (config.control.metrics_ip) {
+    metrics = std::make_unique<MetricsServer>(ipv4_to_string(*config.control.metrics_ip), config.control.metrics_port);
+    fmt::print(stderr, "kdp: metrics at http://{}:{}/metrics\n", ipv4_to_string(*config.control.metrics_ip),
+               config.control.metrics_port);
+  }
 
   fmt::print(stderr, "kdp: node {} pod_cidr {} gateway {} ({}) node_ip {}\n", config.node.name,
              config.node.pod_cidr.to_string(), ipv4_to_string(config.node.gateway_ip),
@@ -94,10 +101,15 @@ int run(const std::string& config_path, int exit_when_idle_ms, const std::string
   fmt::print(stderr, "kdp: {} worker(s) running\n", n_workers);
 
   const uint64_t hz_ms = rte_get_tsc_hz() / 1000;
-  uint64_t last_packets = 0, last_activity_ms = rte_rdtsc() / hz_ms;
+  uint64_t last_packets = 0, last_activity_ms = rte_rdtsc() / hz_ms, next_metrics_ms = 0;
   while (!g_stop.load()) {
     const unsigned handled = control->poll() + server->poll();
     if (handled == 0) std::this_thread::sleep_for(std::chrono::microseconds(200));
+    if (metrics && rte_rdtsc() / hz_ms >= next_metrics_ms) {
+      // Scrapes see counters at most a second old.
+      metrics->publish(control::stats_to_prometheus(collect_stats(*tables, workers, *control)));
+      next_metrics_ms = rte_rdtsc() / hz_ms + 1000;
+    }
     if (exit_when_idle_ms > 0) {
       const uint64_t now_ms = rte_rdtsc() / hz_ms;
       const uint64_t packets = total_packets(workers, tables->ports.size());
@@ -110,6 +122,7 @@ int run(const std::string& config_path, int exit_when_idle_ms, const std::string
     }
   }
   rte_eal_mp_wait_lcore();
+  metrics.reset();
   server.reset();  // closes and removes the control socket
   control->poll();
 
