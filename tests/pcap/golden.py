@@ -174,3 +174,19 @@ def uplink_frame(dst_mac: str = UPLINK_MAC, src_mac: str = REMOTE_NODE_MAC):
     return Ether(src=src_mac, dst=dst_mac)
 
 
+def translated(frame, src_mac, dst_mac, src=None, sport=None, dst=None, dport=None, ident=None) -> bytes:
+    """`frame` routed (TTL-1, new MACs) with addresses, ports or ICMP echo
+    identifier rewritten and every checksum computed afresh by scapy."""
+    pkt = Ether(bytes(frame))
+    pkt.src, pkt.dst = src_mac, dst_mac
+    ip = pkt[IP]
+    ip.ttl -= 1
+    if src: ip.src = src
+    if dst: ip.dst = dst
+    l4 = ip.payload
+    if sport is not None: l4.sport = sport
+    if dport is not None: l4.dport = dport
+    if ident is not None: l4.id = ident
+    del ip.chksum
+    del l4.chksum
+    return bytes(pkt)

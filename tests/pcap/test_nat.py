@@ -8,7 +8,7 @@ port than its request: kdp polls ports in config order, so the request has
 made its flow before the reply is read."""
 from golden import (GW_MAC, NODE_IP, PODS, REMOTE_NODE_IP, REMOTE_NODE_MAC, REMOTE_POD_IP, ROUTES, UPLINK,
                     UPLINK_MAC, ICMP, IP, TCP, UDP, Ether, assert_frame, icmp_checksum_valid, pod_frame, replay,
-                    uplink_frame)
+                    translated, uplink_frame)
 
 POD_A_IP, POD_A_MAC = PODS[0]
 VIP = "10.96.0.10"
@@ -40,23 +40,6 @@ session_affinity = "{affinity}"
   node = "{node}"
 '''
     return toml
-
-
-def translated(frame, src_mac, dst_mac, src=None, sport=None, dst=None, dport=None) -> bytes:
-    """`frame` routed (TTL-1, new MACs) with addresses/ports rewritten and
-    every checksum computed afresh by scapy."""
-    pkt = Ether(bytes(frame))
-    pkt.src, pkt.dst = src_mac, dst_mac
-    ip = pkt[IP]
-    ip.ttl -= 1
-    if src: ip.src = src
-    if dst: ip.dst = dst
-    l4 = ip.payload
-    if sport is not None: l4.sport = sport
-    if dport is not None: l4.dport = dport
-    del ip.chksum
-    del l4.chksum
-    return bytes(pkt)
 
 
 def nat_run(tmp_path, inputs, *, ports=POD_FIRST, svc=None, routes=ROUTES, extra=""):

@@ -35,7 +35,7 @@ import pytest
 
 from golden import (GW_IP, GW_MAC, NODE, NODE_IP, PODS, REMOTE_NODE_IP, REMOTE_NODE_MAC, REMOTE_POD_IP, ROUTES,
                     UPLINK, UPLINK_MAC, ICMP, IP, TCP, UDP, Ether, assert_frame, icmp_checksum_valid,
-                    ip_checksum_valid, pod_frame, replay, routed, show, uplink_frame, without_padding)
+                    ip_checksum_valid, pod_frame, replay, routed, show, uplink_frame, without_padding, translated)
 
 # ---- the network -------------------------------------------------------------
 
@@ -124,30 +124,12 @@ def synack(sport, dport):
     return TCP(sport=sport, dport=dport, flags="SA", seq=5000, ack=1001)
 
 
-def rewritten(frame, src_mac, dst_mac, src=None, sport=None, dst=None, dport=None, ident=None) -> bytes:
-    """`frame` routed (TTL-1, new MACs) with addresses, ports or ICMP echo
-    identifier rewritten and every checksum computed afresh by scapy."""
-    pkt = Ether(bytes(frame))
-    pkt.src, pkt.dst = src_mac, dst_mac
-    ip = pkt[IP]
-    ip.ttl -= 1
-    if src: ip.src = src
-    if dst: ip.dst = dst
-    l4 = ip.payload
-    if sport is not None: l4.sport = sport
-    if dport is not None: l4.dport = dport
-    if ident is not None: l4.id = ident
-    del ip.chksum
-    del l4.chksum
-    return bytes(pkt)
-
-
 def to_uplink(frame, next_hop_mac, **rw) -> bytes:
-    return rewritten(frame, UPLINK_MAC, next_hop_mac, **rw)
+    return translated(frame, UPLINK_MAC, next_hop_mac, **rw)
 
 
 def to_pod(frame, n, **rw) -> bytes:
-    return rewritten(frame, GW_MAC, PODS[n][1], **rw)
+    return translated(frame, GW_MAC, PODS[n][1], **rw)
 
 
 @dataclass
