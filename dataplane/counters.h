@@ -39,6 +39,7 @@ namespace kdp {
   X(LocalUnhandled, "local_unhandled")                                      \
   X(ConntrackInvalid, "conntrack_invalid")                                  \
   X(ConntrackFull, "conntrack_full")                                        \
+  X(ConntrackTupleClash, "conntrack_tuple_clash")                           \
   X(SnatPortsExhausted, "snat_ports_exhausted")                             \
   X(MasqueradeUnsupported, "masquerade_unsupported_protocol")               \
   X(ServiceNoEndpoints, "service_no_endpoints")                             \

@@ -74,7 +74,10 @@ void Conntrack::lookup_bulk(const FlowKey* keys, unsigned n, FlowRef* found) con
 }
 
 FlowEntry* Conntrack::create(const FlowKey& orig, const FlowKey& reply, uint8_t nat_flags, uint16_t service,
-                             uint32_t now_s, TcpState initial) {
+                             uint32_t now_s, TcpState initial, CreateFailure* why) {
+  CreateFailure ignored;
+  if (why == nullptr) why = &ignored;
+  *why = CreateFailure::Full;
   void* slot;
   if (rte_ring_mc_dequeue(free_, &slot) != 0) {
     counters_.full.fetch_add(1, std::memory_order_relaxed);
@@ -98,6 +101,7 @@ FlowEntry* Conntrack::create(const FlowKey& orig, const FlowKey& reply, uint8_t 
   e.affinity_backend.store(0, std::memory_order_relaxed);
   // The reply tuple must be free: a port collision is the caller's to retry.
   if (rte_hash_lookup(hash_, &reply) >= 0) {
+    *why = CreateFailure::ReplyTupleTaken;
     counters_.collisions.fetch_add(1, std::memory_order_relaxed);
     rte_ring_mp_enqueue(free_, slot);
     return nullptr;
@@ -115,6 +119,7 @@ FlowEntry* Conntrack::create(const FlowKey& orig, const FlowKey& reply, uint8_t 
     return nullptr;
   }
   counters_.created.fetch_add(1, std::memory_order_relaxed);
+  *why = CreateFailure::None;
   return &e;
 }
 

@@ -99,8 +99,9 @@ class Conntrack {
   // Creates a flow from the two tuples; null when the table is full (an
   // embryonic flow is evicted to make room for later ones) or the reply
   // tuple belongs to another flow.
+  enum class CreateFailure : uint8_t { None, Full, ReplyTupleTaken };
   FlowEntry* create(const FlowKey& orig, const FlowKey& reply, uint8_t nat_flags, uint16_t service, uint32_t now_s,
-                    TcpState initial = TcpState::SynSent);
+                    TcpState initial = TcpState::SynSent, CreateFailure* why = nullptr);
   // Applies one packet to the flow's state; false when the packet is
   // INVALID for it (TCP flags that do not fit).
   bool update(FlowEntry& e, FlowDir dir, uint8_t tcp_flags, uint32_t now_s) const;

@@ -57,14 +57,19 @@ void translate(rte_mbuf* m, const FlowEntry& flow, FlowDir dir) {
 // Picks a source port from this worker's share of the SNAT range for which
 // the flow's reply tuple is free, and creates the flow.
 FlowEntry* create_with_snat(WorkerContext& ctx, const FlowKey& orig, FlowKey reply, uint8_t nat_flags,
-                            uint16_t service, TcpState initial) {
+                            uint16_t service, TcpState initial, DropReason& why) {
   Conntrack& ct = *ctx.tables.conntrack;
   for (unsigned t = 0; t < kSnatTries; ++t) {
     reply.dst_port = to_be16(ctx.snat_port_next);
     ctx.snat_port_next = ctx.snat_port_next == ctx.snat_port_high ? ctx.snat_port_low : ctx.snat_port_next + 1;
-    if (FlowEntry* e = ct.create(orig, reply, nat_flags, service, ctx.now_s, initial)) return e;
-    if (ct.size() >= ct.capacity()) return nullptr;  // full, not a port collision
+    Conntrack::CreateFailure failure;
+    if (FlowEntry* e = ct.create(orig, reply, nat_flags, service, ctx.now_s, initial, &failure)) return e;
+    if (failure == Conntrack::CreateFailure::Full) {
+      why = DropReason::ConntrackFull;
+      return nullptr;
+    }
   }
+  why = DropReason::SnatPortsExhausted;
   return nullptr;
 }
 
@@ -338,15 +343,20 @@ void ServiceNat::translate_flows(Burst& burst, const FlowKey* keys, const uint8_
         (from_pod ? slot->masquerade_from_pods : slot->masquerade_external) || backend.ip == key.src_ip;
     FlowKey reply{backend.ip, key.src_ip, backend.port, key.src_port, key.proto, {}};
     FlowEntry* flow;
+    DropReason why = DropReason::ConntrackFull;
     if (masquerade) {
       // MASQUERADE picks the address of the interface the packet leaves by.
       reply.dst_ip = node.pod_cidr.contains(from_be(backend.ip)) ? tables.gateway_ip : tables.node_ip;
-      flow = create_with_snat(ctx_, key, reply, kFlowDnat | kFlowSnat, slot->id, TcpState::SynSent);
+      flow = create_with_snat(ctx_, key, reply, kFlowDnat | kFlowSnat, slot->id, TcpState::SynSent, why);
     } else {
-      flow = ct.create(key, reply, kFlowDnat, slot->id, ctx_.now_s, TcpState::SynSent);
+      Conntrack::CreateFailure failure;
+      flow = ct.create(key, reply, kFlowDnat, slot->id, ctx_.now_s, TcpState::SynSent, &failure);
+      // The same client port already reaches this backend through another
+      // frontend: the kernel would pick another source port; kdp refuses.
+      if (failure == Conntrack::CreateFailure::ReplyTupleTaken) why = DropReason::ConntrackTupleClash;
     }
     if (flow == nullptr) {
-      burst.drop(i, ct.size() >= ct.capacity() ? DropReason::ConntrackFull : DropReason::SnatPortsExhausted);
+      burst.drop(i, why);
       continue;
     }
     translate(m, *flow, FlowDir::Original);
@@ -385,10 +395,10 @@ void Masquerade::process(Burst& burst) {
     FlowKey reply = key.reversed();
     reply.dst_ip = tables.node_ip;
     const TcpState initial = TcpState::SynSent;
-    FlowEntry* flow = create_with_snat(ctx_, key, reply, kFlowSnat, kNoService, initial);
+    DropReason why;
+    FlowEntry* flow = create_with_snat(ctx_, key, reply, kFlowSnat, kNoService, initial, why);
     if (flow == nullptr) {
-      const Conntrack& ct = *tables.conntrack;
-      burst.drop(i, ct.size() >= ct.capacity() ? DropReason::ConntrackFull : DropReason::SnatPortsExhausted);
+      burst.drop(i, why);
       continue;
     }
     translate(m, *flow, FlowDir::Original);
