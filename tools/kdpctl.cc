@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "ctrl/control_client.h"
 #include "ctrl/control_protocol.h"
 
 namespace {
@@ -45,49 +46,13 @@ struct KdpError : std::runtime_error {
 };
 
 json call(const std::string& socket_path, const std::string& verb, const json& args, int timeout_s) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (socket_path.size() >= sizeof addr.sun_path) throw UsageError("socket path too long: " + socket_path);
-  std::memcpy(addr.sun_path, socket_path.c_str(), socket_path.size() + 1);
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) throw UsageError(fmt::format("socket: {}", std::strerror(errno)));
-  struct Closer {
-    int fd;
-    ~Closer() { ::close(fd); }
-  } closer{fd};
-  if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0)
-    throw UsageError(fmt::format("cannot connect to {}: {} (is kdp running? --socket names its [control] socket)",
-                                 socket_path, std::strerror(errno)));
-  timeval tv{timeout_s, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-
-  const std::string request = kdp::control::request_line(verb, args);
-  if (request.size() > kdp::control::kMaxRequestBytes)
-    throw UsageError(fmt::format("request of {} bytes exceeds the control socket's limit of {} bytes", request.size(),
-                                 kdp::control::kMaxRequestBytes));
-  for (size_t sent = 0; sent < request.size();) {
-    ssize_t n = ::send(fd, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) throw UsageError(fmt::format("sending to {}: {}", socket_path, std::strerror(errno)));
-    sent += static_cast<size_t>(n);
+  try {
+    return kdp::control::call(socket_path, verb, args, timeout_s);
+  } catch (const kdp::control::RefusedError& e) {
+    throw KdpError(e.what());
+  } catch (const kdp::control::ConnectionError& e) {
+    throw UsageError(e.what());
   }
-  std::string reply;
-  char buffer[65536];
-  while (reply.find('\n') == std::string::npos) {
-    ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0)
-      throw UsageError(fmt::format("reading from {}: {}", socket_path,
-                                   errno == EAGAIN ? "timed out" : std::strerror(errno)));
-    if (n == 0) throw UsageError(fmt::format("{} closed the connection without a reply", socket_path));
-    reply.append(buffer, static_cast<size_t>(n));
-  }
-  json doc = json::parse(reply.substr(0, reply.find('\n')), nullptr, false);
-  if (doc.is_discarded() || !doc.is_object() || !doc.contains("ok"))
-    throw UsageError(fmt::format("{} sent a malformed reply", socket_path));
-  if (!doc["ok"].get<bool>()) throw KdpError(doc.value("error", std::string("(no message)")));
-  return doc.value("result", json());
 }
 
 // ---- output ---------------------------------------------------------------
