@@ -11,7 +11,8 @@ using nlohmann::json;
 
 namespace {
 
-enum class ArgType { String, Bool, Limit, Ipv4Address, ServiceName, K8sObjects, Object, WatchEventType };
+enum class ArgType { String, Bool, Limit, Ipv4Address, ServiceName, K8sObjects, Object, WatchEventType,
+                     PodName, InterfaceName, Ipv4AddressOrPrefix, UnicastMac };
 
 struct ArgSpec {
   std::string_view name;
@@ -24,7 +25,18 @@ struct VerbSpec {
   std::initializer_list<ArgSpec> args;
 };
 
+// Linux interface names: IFNAMSIZ - 1 characters.
+constexpr size_t kMaxInterfaceName = 15;
+
 const VerbSpec kVerbs[] = {
+    {"pod.add",
+     {{"name", ArgType::PodName, true},
+      {"iface", ArgType::InterfaceName, true},
+      {"ip", ArgType::Ipv4AddressOrPrefix, true},
+      {"mac", ArgType::UnicastMac},
+      {"dry_run", ArgType::Bool}}},
+    {"pod.del", {{"name", ArgType::PodName, true}, {"dry_run", ArgType::Bool}}},
+    {"pod.list", {}},
     {"stats", {}},
     {"port.list", {}},
     {"route.list", {}},
@@ -59,6 +71,27 @@ const VerbSpec* find_verb(std::string_view verb) {
 
 [[noreturn]] void fail(std::string message) { throw ProtocolError(std::move(message)); }
 
+bool is_namespaced_name(const std::string& name) {
+  const size_t slash = name.find('/');
+  return slash != std::string::npos && slash != 0 && slash + 1 != name.size() &&
+         name.find('/', slash + 1) == std::string::npos;
+}
+
+// "a.b.c.d" or "a.b.c.d/len" (host bits allowed: it is an address).
+struct AddressWithLength {
+  Ipv4 ip = 0;
+  int len = -1;  // -1: no "/len"
+};
+std::optional<AddressWithLength> parse_address_with_length(const std::string& text) {
+  const size_t slash = text.find('/');
+  auto ip = parse_ipv4(text.substr(0, slash));
+  if (!ip) return std::nullopt;
+  if (slash == std::string::npos) return AddressWithLength{*ip, -1};
+  auto prefix = parse_ipv4_prefix(text, /*strict=*/false);
+  if (!prefix) return std::nullopt;
+  return AddressWithLength{*ip, prefix->len};
+}
+
 void check_arg(std::string_view verb, const ArgSpec& spec, const json& value) {
   auto wrong = [&](std::string_view what) { fail(fmt::format("{}: args.{}: must be {}", verb, spec.name, what)); };
   switch (spec.type) {
@@ -83,6 +116,36 @@ void check_arg(std::string_view verb, const ArgSpec& spec, const json& value) {
       if (slash == std::string::npos || slash == 0 || slash + 1 == name.size() ||
           name.find('/', slash + 1) != std::string::npos)
         wrong(fmt::format("a service name (\"namespace/name\"), got \"{}\"", name));
+      break;
+    }
+    case ArgType::PodName:
+      if (!value.is_string()) wrong("a pod name (\"namespace/pod\")");
+      if (!is_namespaced_name(value.get_ref<const std::string&>()))
+        wrong(fmt::format("a pod name (\"namespace/pod\"), got \"{}\"", value.get_ref<const std::string&>()));
+      break;
+    case ArgType::InterfaceName: {
+      if (!value.is_string()) wrong("an interface name");
+      const std::string& name = value.get_ref<const std::string&>();
+      // It goes into a device string ("net_af_packet...,iface=NAME"): no
+      // separators, so it can never add device arguments of its own.
+      const bool bad_char = std::any_of(name.begin(), name.end(), [](char c) {
+        return c == '/' || c == ',' || c == '=' || c == ':' || static_cast<unsigned char>(c) <= ' ' || c == 0x7f;
+      });
+      if (name.empty() || name.size() > kMaxInterfaceName || bad_char || name == "." || name == "..")
+        wrong(fmt::format("an interface name (1 to {} characters, none of \"/,=:\" or white space), got \"{}\"",
+                          kMaxInterfaceName, name));
+      break;
+    }
+    case ArgType::Ipv4AddressOrPrefix:
+      if (!value.is_string() || !parse_address_with_length(value.get<std::string>()))
+        wrong("an IPv4 address (\"a.b.c.d\" or \"a.b.c.d/len\")");
+      break;
+    case ArgType::UnicastMac: {
+      if (!value.is_string()) wrong("a MAC address (\"xx:xx:xx:xx:xx:xx\")");
+      auto mac = parse_mac(value.get<std::string>());
+      if (!mac) wrong(fmt::format("a MAC address (\"xx:xx:xx:xx:xx:xx\"), got \"{}\"", value.get<std::string>()));
+      if (mac->is_multicast() || mac->is_zero())
+        wrong(fmt::format("a unicast MAC address, got {}", value.get<std::string>()));
       break;
     }
     case ArgType::K8sObjects:
@@ -192,6 +255,22 @@ EndpointArgs endpoint_args(const Request& request) {
   out.endpoint.terminating = arg_or<bool>(request, "terminating", false);
   out.dry_run = arg_or<bool>(request, "dry_run", false);
   return out;
+}
+
+PodAddArgs pod_add_args(const Request& request) {
+  PodAddArgs out;
+  out.name = request.args.at("name").get<std::string>();
+  out.iface = request.args.at("iface").get<std::string>();
+  const auto address = parse_address_with_length(request.args.at("ip").get<std::string>());
+  out.ip = address->ip;
+  if (address->len >= 0) out.prefix_len = static_cast<uint8_t>(address->len);
+  if (auto it = request.args.find("mac"); it != request.args.end()) out.mac = parse_mac(it->get<std::string>());
+  out.dry_run = arg_or<bool>(request, "dry_run", false);
+  return out;
+}
+
+PodDelArgs pod_del_args(const Request& request) {
+  return {request.args.at("name").get<std::string>(), arg_or<bool>(request, "dry_run", false)};
 }
 
 std::optional<std::string> LineReader::next_line() {

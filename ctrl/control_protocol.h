@@ -50,6 +50,46 @@
 //   endpoint.add {service, ip, node, ready, serving, terminating, dry_run}
 //   endpoint.del {service, ip, dry_run}
 //                              an edit of the running desired config, then apply.
+//   pod.add {name, iface, ip, mac, dry_run}
+//                              attaches a pod while kdp runs: a new bridge (role
+//                              pod) port on host interface `iface`, probed as
+//                              net_af_packet with one RX/TX queue pair per
+//                              worker, named after the iface, and bound to the
+//                              pod as a config [[pod]] is (anti-spoofing).
+//                              name (required): "namespace/pod", unique among
+//                              pods (config ones included).
+//                              iface (required): an interface name in kdp's
+//                              network namespace, 1..15 characters, none of
+//                              "/,=:" or white space, not used by another port.
+//                              ip (required): "a.b.c.d" or "a.b.c.d/len" (len
+//                              must be node.pod_cidr's): a host address of
+//                              node.pod_cidr, not the gateway, the network or
+//                              the broadcast address, and no other pod's.
+//                              mac (optional): the pod's unicast MAC
+//                              "xx:xx:xx:xx:xx:xx"; with it the port accepts
+//                              only that source MAC, without it any source
+//                              MAC (the IP is checked either way).
+//                              dry_run: check everything but the probe; change
+//                              nothing.
+//                              Reply: {name, port, index, iface, ip, mac,
+//                              gateway_ip, gateway_mac, dry_run}: port is kdp's
+//                              port name (= iface), index its port index, ip
+//                              without length, mac null when not given.
+//   pod.del {name, dry_run}    detaches a pod attached by pod.add (config
+//                              [[pod]]s cannot be removed): its port leaves the
+//                              workers' port set, its FDB entries and the
+//                              neighbour entry of its IP are flushed, and once
+//                              every worker has passed a quiescent point (RCU)
+//                              the port is stopped, closed and removed; its
+//                              index is reused after that.
+//                              Reply: {name, port, index, fdb_flushed,
+//                              neighbors_flushed, dry_run}
+//   pod.list                   [{name, port, index, iface, ip, mac, source}]:
+//                              source "config" ([[pod]]) or "attach" (pod.add);
+//                              iface null where the port's device names none.
+//
+//   Errors of pod.add/pod.del name the argument: "pod.add: args.ip: 10.9.0.5 is
+//   outside node.pod_cidr 10.244.1.0/24".
 //
 // No DPDK here: parsing and validation are unit-tested on their own.
 #pragma once
@@ -115,11 +155,25 @@ struct EndpointArgs {
   EndpointConfig endpoint;  // endpoint.del uses the ip only
   bool dry_run = false;
 };
+struct PodAddArgs {
+  std::string name;   // "namespace/pod"
+  std::string iface;  // host interface
+  Ipv4 ip = 0;
+  std::optional<uint8_t> prefix_len;  // given as "a.b.c.d/len"
+  std::optional<MacAddr> mac;
+  bool dry_run = false;
+};
+struct PodDelArgs {
+  std::string name;
+  bool dry_run = false;
+};
 ConntrackListArgs conntrack_list_args(const Request& request);
 ConntrackFlushArgs conntrack_flush_args(const Request& request);
 ApplyArgs apply_args(const Request& request);
 WatchEventArgs watch_event_args(const Request& request);
 EndpointArgs endpoint_args(const Request& request);
+PodAddArgs pod_add_args(const Request& request);
+PodDelArgs pod_del_args(const Request& request);
 
 // Splits a byte stream into lines of at most `max` bytes (newline included).
 class LineReader {

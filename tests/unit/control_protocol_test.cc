@@ -273,5 +273,72 @@ TEST(DesiredStateTest, EndpointEditsAreValidated) {
             "endpoint.ip: 10.244.1.9 is not an endpoint of \"default/web\"");
 }
 
+// ---- pod.add / pod.del / pod.list ---------------------------------------------
+
+TEST(ControlProtocolTest, PodVerbsTakeTypedArgs) {
+  PodAddArgs add = pod_add_args(parse_request(
+      R"({"verb": "pod.add", "args": {"name": "default/web-1", "iface": "veth1a2b", "ip": "10.244.1.7/24",
+          "mac": "02:00:0a:f4:01:07", "dry_run": true}})"));
+  EXPECT_EQ(add.name, "default/web-1");
+  EXPECT_EQ(add.iface, "veth1a2b");
+  EXPECT_EQ(add.ip, *parse_ipv4("10.244.1.7"));
+  EXPECT_EQ(add.prefix_len, uint8_t{24});
+  EXPECT_EQ(add.mac, parse_mac("02:00:0a:f4:01:07"));
+  EXPECT_TRUE(add.dry_run);
+  // A plain address, no MAC: both optional.
+  add = pod_add_args(parse_request(R"({"verb": "pod.add", "args": {"name": "a/b", "iface": "e", "ip": "10.244.1.8"}})"));
+  EXPECT_EQ(add.ip, *parse_ipv4("10.244.1.8"));
+  EXPECT_EQ(add.prefix_len, std::nullopt);
+  EXPECT_EQ(add.mac, std::nullopt);
+  EXPECT_FALSE(add.dry_run);
+
+  PodDelArgs del = pod_del_args(parse_request(R"({"verb": "pod.del", "args": {"name": "default/web-1"}})"));
+  EXPECT_EQ(del.name, "default/web-1");
+  EXPECT_FALSE(del.dry_run);
+  EXPECT_EQ(parse_request(R"({"verb": "pod.list"})").verb, "pod.list");
+}
+
+TEST(ControlProtocolTest, PodArgsAreValidatedNamingTheField) {
+  auto add = [](const std::string& args) { return error_of(R"({"verb": "pod.add", "args": )" + args + "}"); };
+  const std::string ok = R"("name": "ns/p", "iface": "veth0", "ip": "10.244.1.7")";
+  EXPECT_EQ(add("{" + ok + "}"), "(accepted)");
+  EXPECT_EQ(add(R"({"iface": "veth0", "ip": "10.244.1.7"})"), "pod.add: args.name: required argument is missing");
+  EXPECT_EQ(add(R"({"name": "ns/p", "ip": "10.244.1.7"})"), "pod.add: args.iface: required argument is missing");
+  EXPECT_EQ(add(R"({"name": "ns/p", "iface": "veth0"})"), "pod.add: args.ip: required argument is missing");
+  EXPECT_EQ(add(R"({"name": "pod", "iface": "veth0", "ip": "10.244.1.7"})"),
+            "pod.add: args.name: must be a pod name (\"namespace/pod\"), got \"pod\"");
+  EXPECT_EQ(add(R"({"name": "a/b/c", "iface": "veth0", "ip": "10.244.1.7"})"),
+            "pod.add: args.name: must be a pod name (\"namespace/pod\"), got \"a/b/c\"");
+  EXPECT_EQ(add(R"({"name": 7, "iface": "veth0", "ip": "10.244.1.7"})"),
+            "pod.add: args.name: must be a pod name (\"namespace/pod\")");
+  // The interface name goes into a device string: separators would add device arguments.
+  const std::string iface_problem =
+      "pod.add: args.iface: must be an interface name (1 to 15 characters, none of \"/,=:\" or white space), got ";
+  for (const char* bad : {"", "veth0,qpairs=8", "a=b", "a/b", "a b", "a:b", "sixteen-chars-xx", ".."})
+    EXPECT_EQ(add(std::string(R"({"name": "ns/p", "ip": "10.244.1.7", "iface": ")") + bad + "\"}"),
+              iface_problem + "\"" + bad + "\"")
+        << bad;
+  EXPECT_EQ(add(R"({"name": "ns/p", "ip": "10.244.1.7", "iface": "fifteen-chars-x"})"), "(accepted)");
+  const std::string ip_problem = "pod.add: args.ip: must be an IPv4 address (\"a.b.c.d\" or \"a.b.c.d/len\")";
+  for (const char* bad : {"10.244.1", "10.244.1.300", "10.244.1.7/33", "10.244.1.7/", "/24", "pod"})
+    EXPECT_EQ(add(std::string(R"({"name": "ns/p", "iface": "veth0", "ip": ")") + bad + "\"}"), ip_problem) << bad;
+  EXPECT_EQ(add(R"({"name": "ns/p", "iface": "veth0", "ip": 167772167})"), ip_problem);
+  EXPECT_EQ(add("{" + ok + R"(, "mac": "02:00:00:00:00:0g"})"),
+            "pod.add: args.mac: must be a MAC address (\"xx:xx:xx:xx:xx:xx\"), got \"02:00:00:00:00:0g\"");
+  EXPECT_EQ(add("{" + ok + R"(, "mac": "02:00:00:00:00"})"),
+            "pod.add: args.mac: must be a MAC address (\"xx:xx:xx:xx:xx:xx\"), got \"02:00:00:00:00\"");
+  EXPECT_EQ(add("{" + ok + R"(, "mac": "01:00:5e:00:00:01"})"),
+            "pod.add: args.mac: must be a unicast MAC address, got 01:00:5e:00:00:01");
+  EXPECT_EQ(add("{" + ok + R"(, "mac": "00:00:00:00:00:00"})"),
+            "pod.add: args.mac: must be a unicast MAC address, got 00:00:00:00:00:00");
+  EXPECT_EQ(add("{" + ok + R"(, "dry_run": "yes"})"), "pod.add: args.dry_run: must be true or false");
+  EXPECT_EQ(add("{" + ok + R"(, "netns": "/proc/1/ns/net"})"), "pod.add: args.netns: unknown argument");
+
+  EXPECT_EQ(error_of(R"({"verb": "pod.del", "args": {}})"), "pod.del: args.name: required argument is missing");
+  EXPECT_EQ(error_of(R"({"verb": "pod.del", "args": {"name": "p"}})"),
+            "pod.del: args.name: must be a pod name (\"namespace/pod\"), got \"p\"");
+  EXPECT_EQ(error_of(R"({"verb": "pod.list", "args": {"name": "a/b"}})"), "pod.list: args.name: unknown argument");
+}
+
 }  // namespace
 }  // namespace kdp::control
