@@ -581,48 +581,56 @@ void read_ports(const TableReader& root, std::vector<PortConfig>& ports) {
   }
 }
 
-void read_routes(const TableReader& root, const Config& config, std::vector<RouteConfig>& routes) {
+// The checks a route gets, in the config file and from route.add alike.
+// `fail(key, problem)` must not return; route.port, when empty, becomes the
+// first uplink.
+template <typename Fail>
+void check_route(const Config& config, const std::vector<RouteConfig>& earlier, RouteConfig& route, Fail fail) {
   const Config::Node& node = config.node;
-  const PortConfig* first_uplink = nullptr;
-  for (const PortConfig& port : config.ports)
-    if (port.role == PortRole::Uplink && !first_uplink) first_uplink = &port;
+  std::string prefix_text = route.prefix.to_string();
+  if (route.prefix == node.pod_cidr)
+    fail("prefix", fmt::format("{} is node.pod_cidr, which is reached over the bridge", prefix_text));
+  if (node.pod_cidr.contains(route.prefix))
+    fail("prefix", fmt::format("{} lies inside node.pod_cidr {}", prefix_text, node.pod_cidr.to_string()));
+  for (size_t j = 0; j < earlier.size(); ++j)
+    if (earlier[j].prefix == route.prefix)
+      fail("prefix", fmt::format("{} is already routed by route[{}]", prefix_text, j));
 
+  std::string via_text = ipv4_to_string(route.via);
+  if (route.via == node.node_ip) fail("via", fmt::format("{} is this node's own address (node.node_ip)", via_text));
+  if (route.via == node.gateway_ip)
+    fail("via", fmt::format("{} is this node's pod gateway address (node.gateway_ip)", via_text));
+  if (node.pod_cidr.contains(route.via))
+    fail("via", fmt::format("{} is inside node.pod_cidr {}", via_text, node.pod_cidr.to_string()));
+
+  if (!route.port.empty()) {
+    const PortConfig* port = config.find_port(route.port);
+    if (!port) fail("port", fmt::format("no [[port]] is named {}", quoted(route.port)));
+    if (port->role != PortRole::Uplink)
+      fail("port", fmt::format("{} is a pod port; routes must leave through an uplink port", quoted(route.port)));
+    return;
+  }
+  for (const PortConfig& port : config.ports)
+    if (port.role == PortRole::Uplink) {
+      route.port = port.name;
+      return;
+    }
+  fail("", "no [[port]] has role \"uplink\" to send the route's traffic through");
+}
+
+void read_routes(const TableReader& root, const Config& config, std::vector<RouteConfig>& routes) {
   auto tables = root.table_array("route");
   for (size_t i = 0; i < tables.size(); ++i) {
     TableReader table(root.source(), *tables[i], index_key("route", i));
     table.reject_unknown_keys({"prefix", "via", "port"});
     RouteConfig route;
-
     route.prefix = table.required_prefix("prefix");
-    std::string prefix_text = route.prefix.to_string();
-    if (route.prefix == node.pod_cidr)
-      table.fail_at("prefix", fmt::format("{} is node.pod_cidr, which is reached over the bridge", prefix_text));
-    if (node.pod_cidr.contains(route.prefix))
-      table.fail_at("prefix", fmt::format("{} lies inside node.pod_cidr {}", prefix_text, node.pod_cidr.to_string()));
-    for (size_t j = 0; j < routes.size(); ++j)
-      if (routes[j].prefix == route.prefix)
-        table.fail_at("prefix", fmt::format("{} is already routed by route[{}]", prefix_text, j));
-
     route.via = table.required_ipv4("via");
-    std::string via_text = ipv4_to_string(route.via);
-    if (route.via == node.node_ip)
-      table.fail_at("via", fmt::format("{} is this node's own address (node.node_ip)", via_text));
-    if (route.via == node.gateway_ip)
-      table.fail_at("via", fmt::format("{} is this node's pod gateway address (node.gateway_ip)", via_text));
-    if (node.pod_cidr.contains(route.via))
-      table.fail_at("via", fmt::format("{} is inside node.pod_cidr {}", via_text, node.pod_cidr.to_string()));
-
-    if (auto port_name = table.optional_string("port")) {
-      const PortConfig* port = config.find_port(*port_name);
-      if (!port) table.fail_at("port", fmt::format("no [[port]] is named {}", quoted(*port_name)));
-      if (port->role != PortRole::Uplink)
-        table.fail_at("port",
-                      fmt::format("{} is a pod port; routes must leave through an uplink port", quoted(*port_name)));
-      route.port = *port_name;
-    } else {
-      if (!first_uplink) table.fail_table("no [[port]] has role \"uplink\" to send the route's traffic through");
-      route.port = first_uplink->name;
-    }
+    route.port = table.optional_string("port").value_or("");
+    check_route(config, routes, route, [&](std::string_view key, std::string_view problem) {
+      if (key.empty()) table.fail_table(problem);
+      table.fail_at(key, problem);
+    });
     routes.push_back(std::move(route));
   }
 }
@@ -752,8 +760,37 @@ std::vector<TableReader::Element<Ipv4>> read_frontend_ips(const TableReader& tab
   return ips;
 }
 
+// Where a service frontend comes from, to name the key when two collide.
+struct FrontendSite {
+  ServiceKey key;
+  FrontendKind kind;
+  size_t service;
+  std::string config_key;
+  toml::source_index line;
+};
+
+struct ServiceKeyHash {
+  size_t operator()(const ServiceKey& k) const {
+    return std::hash<uint64_t>{}(uint64_t{k.vip} << 24 | uint64_t{static_cast<uint8_t>(k.proto)} << 16 | k.port);
+  }
+};
+
+// What the services read so far claim (names, cluster IPs, node ports,
+// frontends), indexed so that each new service is checked in constant time
+// and 100k services load in linear time. Values: the claiming service's index.
+struct ServiceClaims {
+  std::unordered_map<std::string, size_t> names;
+  std::unordered_map<Ipv4, size_t> cluster_ips;
+  std::unordered_map<uint32_t, size_t> node_ports;  // protocol << 16 | node port
+  std::unordered_map<ServiceKey, FrontendSite, ServiceKeyHash> frontends;
+
+  static uint32_t node_port_key(L4Proto proto, uint16_t node_port) {
+    return uint32_t{static_cast<uint8_t>(proto)} << 16 | node_port;
+  }
+};
+
 void read_service_cluster_ip(const TableReader& table, const Config& config, const std::vector<ServiceConfig>& services,
-                             ServiceConfig& service) {
+                             const ServiceClaims& claims, ServiceConfig& service) {
   const Config::Node& node = config.node;
   if (table.optional_string("cluster_ip") == "None")
     table.fail_at("cluster_ip", "headless services (\"None\") have no cluster IP to serve; leave them out");
@@ -772,32 +809,26 @@ void read_service_cluster_ip(const TableReader& table, const Config& config, con
     if (service.cluster_ip == node.node_ip)
       table.fail_at("cluster_ip", fmt::format("{} is this node's own address (node.node_ip)", ip_text));
   }
-  for (size_t j = 0; j < services.size(); ++j)
-    if (services[j].cluster_ip == service.cluster_ip)
-      table.fail_at("cluster_ip",
-                    fmt::format("{} is already the cluster IP of {}", ip_text, service_ref(j, services[j].name)));
+  if (auto it = claims.cluster_ips.find(service.cluster_ip); it != claims.cluster_ips.end())
+    table.fail_at("cluster_ip", fmt::format("{} is already the cluster IP of {}", ip_text,
+                                            service_ref(it->second, services[it->second].name)));
 }
 
 // Node ports are unique per protocol across all services: they all share node_ip.
-void check_node_port_unused(const TableReader& port_table, const ServicePortConfig& port,
-                            const std::vector<ServiceConfig>& services, const ServiceConfig& service,
-                            size_t service_index) {
-  auto uses = [&](const ServiceConfig& other) {
-    return std::any_of(other.ports.begin(), other.ports.end(), [&](const ServicePortConfig& used) {
-      return used.node_port == port.node_port && used.protocol == port.protocol;
-    });
-  };
-  for (size_t j = 0; j <= services.size(); ++j) {
-    const ServiceConfig& other = j < services.size() ? services[j] : service;
-    if (uses(other))
-      port_table.fail_at("node_port",
-                         fmt::format("{}/{} is already used by {}", port.node_port, to_string(port.protocol),
-                                     service_ref(j < services.size() ? j : service_index, other.name)));
+void claim_node_port(const TableReader& port_table, const ServicePortConfig& port,
+                     const std::vector<ServiceConfig>& services, const ServiceConfig& service, size_t service_index,
+                     ServiceClaims& claims) {
+  auto [it, fresh] = claims.node_ports.emplace(ServiceClaims::node_port_key(port.protocol, port.node_port), service_index);
+  if (!fresh) {
+    const size_t j = it->second;
+    port_table.fail_at("node_port",
+                       fmt::format("{}/{} is already used by {}", port.node_port, to_string(port.protocol),
+                                   service_ref(j, j < services.size() ? services[j].name : service.name)));
   }
 }
 
 void read_service_ports(const TableReader& table, const Config& config, const std::vector<ServiceConfig>& services,
-                        ServiceConfig& service) {
+                        ServiceClaims& claims, ServiceConfig& service) {
   const size_t service_index = services.size();
   auto tables = table.table_array("port", "", "service.port");
   if (tables.empty()) table.fail_at("port", "at least one [[service.port]] is required");
@@ -841,7 +872,7 @@ void read_service_ports(const TableReader& table, const Config& config, const st
         port_table.fail_at("node_port",
                            fmt::format("{} is outside nat.node_port_range {}", node_port, range.to_string()));
       port.node_port = static_cast<uint16_t>(node_port);
-      check_node_port_unused(port_table, port, services, service, service_index);
+      claim_node_port(port_table, port, services, service, service_index, claims);
     } else if (service.type != ServiceType::ClusterIP) {
       // LoadBalancer services get node ports too, as in Kubernetes.
       port_table.fail_at("node_port", fmt::format("required for type {} services (kdp does not allocate node ports)",
@@ -892,20 +923,11 @@ void read_service_endpoints(const TableReader& table, const Config& config, Serv
   }
 }
 
-// Where a service frontend comes from, to name the key when two collide.
-struct FrontendSite {
-  ServiceKey key;
-  FrontendKind kind;
-  size_t service;
-  std::string config_key;
-  toml::source_index line;
-};
-
 // Every (address, protocol, port) a packet can be matched on belongs to one
 // frontend only: an external IP equal to another service's cluster IP, or to
 // node_ip with a port some service uses as a node port, would be ambiguous.
 void check_frontends_unique(const TableReader& table, const Config& config, const std::vector<ServiceConfig>& services,
-                            const ServiceConfig& service, std::vector<FrontendSite>& accepted) {
+                            const ServiceConfig& service, ServiceClaims& claims) {
   const size_t index = services.size();
   std::vector<FrontendSite> sites;
   for (const ServicePortConfig& port : service.ports)
@@ -932,21 +954,26 @@ void check_frontends_unique(const TableReader& table, const Config& config, cons
   }
 
   for (FrontendSite& site : sites) {
-    for (const FrontendSite& other : accepted)
-      if (other.key == site.key) {
-        std::string_view owner = other.service < services.size() ? services[other.service].name : service.name;
-        fail(table.source(), site.line, site.config_key,
-             fmt::format("{} is already served by {} as its {}", site.key.to_string(),
-                         service_ref(other.service, owner), to_string(other.kind)));
-      }
-    accepted.push_back(std::move(site));
+    if (auto it = claims.frontends.find(site.key); it != claims.frontends.end()) {
+      const FrontendSite& other = it->second;
+      std::string_view owner = other.service < services.size() ? services[other.service].name : service.name;
+      fail(table.source(), site.line, site.config_key,
+           fmt::format("{} is already served by {} as its {}", site.key.to_string(),
+                       service_ref(other.service, owner), to_string(other.kind)));
+    }
+    if (claims.frontends.size() >= kMaxServiceFrontends)
+      fail(table.source(), site.line, site.config_key,
+           fmt::format("{} is one frontend more than the {} all services together may have", site.key.to_string(),
+                       kMaxServiceFrontends));
+    const ServiceKey key = site.key;
+    claims.frontends.emplace(key, std::move(site));
   }
 }
 
 void read_services(const TableReader& root, const Config& config, std::vector<ServiceConfig>& services) {
   const Config::Node& node = config.node;
   std::vector<EndpointSite> endpoint_sites;
-  std::vector<FrontendSite> frontends;
+  ServiceClaims claims;
 
   auto tables = root.table_array("service");
   for (size_t i = 0; i < tables.size(); ++i) {
@@ -963,16 +990,15 @@ void read_services(const TableReader& root, const Config& config, std::vector<Se
       table.fail_at("name", fmt::format("must be \"namespace/name\", each a DNS label (lowercase letters, digits and "
                                         "'-', at most {} characters), got {}",
                                         kMaxDnsLabelLen, quoted(service.name)));
-    for (size_t j = 0; j < services.size(); ++j)
-      if (services[j].name == service.name)
-        table.fail_at("name", fmt::format("{} is already the name of service[{}]", quoted(service.name), j));
+    if (auto it = claims.names.find(service.name); it != claims.names.end())
+      table.fail_at("name", fmt::format("{} is already the name of service[{}]", quoted(service.name), it->second));
 
     service.type = table.choice("type",
                                 {{"ClusterIP", ServiceType::ClusterIP},
                                  {"NodePort", ServiceType::NodePort},
                                  {"LoadBalancer", ServiceType::LoadBalancer}},
                                 ServiceType::ClusterIP);
-    read_service_cluster_ip(table, config, services, service);
+    read_service_cluster_ip(table, config, services, claims, service);
 
     for (const auto& ip : read_frontend_ips(table, "external_ips", node)) service.external_ips.push_back(ip.value);
     if (service.type != ServiceType::LoadBalancer && !table.ipv4_array("load_balancer_ips").empty())
@@ -1007,19 +1033,18 @@ void read_services(const TableReader& root, const Config& config, std::vector<Se
     if (table.find("lb_algorithm"))
       service.lb_algorithm = table.choice("lb_algorithm", kLbAlgorithms, config.nat.lb_algorithm);
 
-    read_service_ports(table, config, services, service);
+    read_service_ports(table, config, services, claims, service);
     read_service_endpoints(table, config, service, endpoint_sites);
-    check_frontends_unique(table, config, services, service, frontends);
+    check_frontends_unique(table, config, services, service, claims);
+    claims.names.emplace(service.name, services.size());
+    claims.cluster_ips.emplace(service.cluster_ip, services.size());
     services.push_back(std::move(service));
   }
 
   // Endpoints are never service addresses; without node.service_cidr only
   // the cluster IPs themselves say which those are.
-  // Indexed, so 100k services with their endpoints check in linear time.
-  std::unordered_map<Ipv4, size_t> service_of_cluster_ip;
-  for (size_t j = 0; j < services.size(); ++j) service_of_cluster_ip.emplace(services[j].cluster_ip, j);
   for (const EndpointSite& site : endpoint_sites)
-    if (auto it = service_of_cluster_ip.find(site.ip); it != service_of_cluster_ip.end())
+    if (auto it = claims.cluster_ips.find(site.ip); it != claims.cluster_ips.end())
       fail(root.source(), site.line, site.key,
            fmt::format("{} is the cluster IP of {}", ipv4_to_string(site.ip),
                        service_ref(it->second, services[it->second].name)));
@@ -1223,6 +1248,35 @@ Config without_endpoint(const Config& config, std::string_view service_name, Ipv
   if (it == service.endpoints.end())
     throw ConfigError(fmt::format("endpoint.ip: {} is not an endpoint of {}", ipv4_to_string(ip), quoted(service_name)));
   service.endpoints.erase(it);
+  return out;
+}
+
+Config with_route(const Config& config, RouteConfig route) {
+  Config out = config;
+  check_route(config, config.routes, route, [](std::string_view key, std::string_view problem) -> void {
+    throw ConfigError(key.empty() ? fmt::format("route: {}", problem) : fmt::format("route.{}: {}", key, problem));
+  });
+  out.routes.push_back(std::move(route));
+  return out;
+}
+
+Config without_route(const Config& config, const Ipv4Prefix& prefix) {
+  Config out = config;
+  auto it = std::find_if(out.routes.begin(), out.routes.end(), [&](const RouteConfig& r) { return r.prefix == prefix; });
+  if (it == out.routes.end())
+    throw ConfigError(fmt::format("route.prefix: no route for {} (connected and local routes cannot be removed)",
+                                  prefix.to_string()));
+  out.routes.erase(it);
+  return out;
+}
+
+Config without_service(const Config& config, std::string_view service_name) {
+  Config out = config;
+  auto it = std::find_if(out.services.begin(), out.services.end(),
+                         [&](const ServiceConfig& s) { return s.name == service_name; });
+  if (it == out.services.end())
+    throw ConfigError(fmt::format("service: no service is named {}", quoted(service_name)));
+  out.services.erase(it);
   return out;
 }
 

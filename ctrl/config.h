@@ -183,5 +183,12 @@ Config with_endpoint(const Config& config, std::string_view service, const Endpo
 // `config` without the endpoint `ip` of service `service`; throws ConfigError
 // when either is unknown.
 Config without_endpoint(const Config& config, std::string_view service, Ipv4 ip);
+// `config` with one more static route, checked as a [[route]] is (an empty
+// port means the first uplink); throws ConfigError ("route.prefix: ...").
+Config with_route(const Config& config, RouteConfig route);
+// `config` without the static route for `prefix`; throws ConfigError when none.
+Config without_route(const Config& config, const Ipv4Prefix& prefix);
+// `config` without the [[service]] named `service`; throws ConfigError when none.
+Config without_service(const Config& config, std::string_view service);
 
 }  // namespace kdp

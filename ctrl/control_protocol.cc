@@ -11,7 +11,7 @@ using nlohmann::json;
 
 namespace {
 
-enum class ArgType { String, Bool, Limit, Ipv4Address, ServiceName, K8sObjects, Object, WatchEventType,
+enum class ArgType { String, Bool, Limit, Ipv4Address, Ipv4Prefix, ServiceName, K8sObjects, Object, WatchEventType,
                      PodName, InterfaceName, Ipv4AddressOrPrefix, UnicastMac };
 
 struct ArgSpec {
@@ -23,6 +23,7 @@ struct ArgSpec {
 struct VerbSpec {
   std::string_view verb;
   std::initializer_list<ArgSpec> args;
+  bool changes_state = false;
 };
 
 // Linux interface names: IFNAMSIZ - 1 characters.
@@ -43,14 +44,23 @@ const VerbSpec kVerbs[] = {
     {"neighbor.list", {}},
     {"fdb.list", {}},
     {"service.list", {}},
+    {"service.get", {{"service", ArgType::ServiceName, true}}},
+    {"service.del", {{"service", ArgType::ServiceName, true}, {"dry_run", ArgType::Bool}}, true},
+    {"route.add",
+     {{"prefix", ArgType::Ipv4Prefix, true},
+      {"via", ArgType::Ipv4Address, true},
+      {"port", ArgType::String},
+      {"dry_run", ArgType::Bool}}, true},
+    {"route.del", {{"prefix", ArgType::Ipv4Prefix, true}, {"dry_run", ArgType::Bool}}, true},
+    {"snat.list", {{"limit", ArgType::Limit}}},
     {"conntrack.count", {}},
-    {"conntrack.list", {{"limit", ArgType::Limit}}},
+    {"conntrack.list", {{"limit", ArgType::Limit}, {"dst", ArgType::Ipv4Address}, {"service", ArgType::ServiceName}}},
     {"conntrack.flush", {{"dst", ArgType::Ipv4Address}, {"service", ArgType::ServiceName}}},
     // apply: exactly one of toml and k8s (checked in parse_request).
     {"apply",
-     {{"toml", ArgType::String}, {"k8s", ArgType::K8sObjects}, {"source", ArgType::String}, {"dry_run", ArgType::Bool}}},
+     {{"toml", ArgType::String}, {"k8s", ArgType::K8sObjects}, {"source", ArgType::String}, {"dry_run", ArgType::Bool}}, true},
     {"watch.event",
-     {{"type", ArgType::WatchEventType, true}, {"object", ArgType::Object, true}, {"dry_run", ArgType::Bool}}},
+     {{"type", ArgType::WatchEventType, true}, {"object", ArgType::Object, true}, {"dry_run", ArgType::Bool}}, true},
     {"endpoint.add",
      {{"service", ArgType::ServiceName, true},
       {"ip", ArgType::Ipv4Address, true},
@@ -58,9 +68,9 @@ const VerbSpec kVerbs[] = {
       {"ready", ArgType::Bool},
       {"serving", ArgType::Bool},
       {"terminating", ArgType::Bool},
-      {"dry_run", ArgType::Bool}}},
+      {"dry_run", ArgType::Bool}}, true},
     {"endpoint.del",
-     {{"service", ArgType::ServiceName, true}, {"ip", ArgType::Ipv4Address, true}, {"dry_run", ArgType::Bool}}},
+     {{"service", ArgType::ServiceName, true}, {"ip", ArgType::Ipv4Address, true}, {"dry_run", ArgType::Bool}}, true},
 };
 
 const VerbSpec* find_verb(std::string_view verb) {
@@ -108,6 +118,9 @@ void check_arg(std::string_view verb, const ArgSpec& spec, const json& value) {
       break;
     case ArgType::Ipv4Address:
       if (!value.is_string() || !parse_ipv4(value.get<std::string>())) wrong("an IPv4 address (\"a.b.c.d\")");
+      break;
+    case ArgType::Ipv4Prefix:
+      if (!value.is_string() || !parse_ipv4_prefix(value.get<std::string>())) wrong("an IPv4 prefix (\"a.b.c.d/len\")");
       break;
     case ArgType::ServiceName: {
       if (!value.is_string()) wrong("a service name (\"namespace/name\")");
@@ -171,6 +184,11 @@ T arg_or(const Request& request, const char* name, T fallback) {
 
 bool is_known_verb(std::string_view verb) { return find_verb(verb) != nullptr; }
 
+bool changes_state(std::string_view verb) {
+  const VerbSpec* spec = find_verb(verb);
+  return spec != nullptr && spec->changes_state;
+}
+
 Request parse_request(std::string_view line) {
   if (!line.empty() && line.back() == '\n') line.remove_suffix(1);
   if (line.size() >= kMaxRequestBytes) fail(fmt::format("request larger than {} bytes", kMaxRequestBytes));
@@ -218,14 +236,31 @@ std::string request_line(std::string_view verb, const json& args) {
   return request.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
 }
 
-ConntrackListArgs conntrack_list_args(const Request& request) {
-  return {static_cast<size_t>(arg_or<int64_t>(request, "limit", kDefaultConntrackListLimit))};
+size_t list_limit(const Request& request) {
+  return static_cast<size_t>(arg_or<int64_t>(request, "limit", kDefaultConntrackListLimit));
 }
 
-ConntrackFlushArgs conntrack_flush_args(const Request& request) {
-  ConntrackFlushArgs out;
+ConntrackFilter conntrack_filter(const Request& request) {
+  ConntrackFilter out;
   if (auto it = request.args.find("dst"); it != request.args.end()) out.dst = parse_ipv4(it->get<std::string>());
   if (auto it = request.args.find("service"); it != request.args.end()) out.service = it->get<std::string>();
+  return out;
+}
+
+ConntrackListArgs conntrack_list_args(const Request& request) { return {list_limit(request), conntrack_filter(request)}; }
+
+ConntrackFlushArgs conntrack_flush_args(const Request& request) { return conntrack_filter(request); }
+
+ServiceArgs service_args(const Request& request) {
+  return {request.args.at("service").get<std::string>(), arg_or<bool>(request, "dry_run", false)};
+}
+
+RouteArgs route_args(const Request& request) {
+  RouteArgs out;
+  out.route.prefix = *parse_ipv4_prefix(request.args.at("prefix").get<std::string>());
+  if (auto it = request.args.find("via"); it != request.args.end()) out.route.via = *parse_ipv4(it->get<std::string>());
+  out.route.port = arg_or<std::string>(request, "port", "");
+  out.dry_run = arg_or<bool>(request, "dry_run", false);
   return out;
 }
 
@@ -319,6 +354,16 @@ class Exposition {
     std::string number = value.is_number_float() ? fmt::format("{}", value.get<double>()) : value.dump();
     out_ += labels.empty() ? fmt::format("{} {}\n", name, number) : fmt::format("{}{{{}}} {}\n", name, labels, number);
   }
+  // A histogram family from {"count", "sum", "buckets": [[le, cumulative count], ...]}.
+  void histogram(const std::string& name, std::string_view help, const json& h) {
+    if (!h.is_object() || !h.contains("count") || !h.contains("sum") || !h.contains("buckets")) return;
+    out_ += fmt::format("# HELP {} {}\n# TYPE {} histogram\n", name, help, name);
+    for (const json& bucket : h["buckets"])
+      if (bucket.is_array() && bucket.size() == 2)
+        out_ += fmt::format("{}_bucket{{le=\"{}\"}} {}\n", name, bucket[0].get<double>(), bucket[1].dump());
+    out_ += fmt::format("{}_bucket{{le=\"+Inf\"}} {}\n", name, h["count"].dump());
+    out_ += fmt::format("{}_sum {}\n{}_count {}\n", name, h["sum"].get<double>(), name, h["count"].dump());
+  }
   std::string take() { return std::move(out_); }
 
  private:
@@ -389,12 +434,23 @@ std::string stats_to_prometheus(const json& stats) {
     }
   if (auto services = stats.find("services"); services != stats.end())
     x.sample("kdp_service_frontends", "gauge", "Service frontends installed.", "", *services);
+  if (auto pool = stats.find("mbuf_pool"); pool != stats.end() && pool->is_object())
+    for (const auto& [name, value] : pool->items())
+      x.sample("kdp_mbuf_pool_" + name, "gauge", "Packet buffers of the mbuf pool (size, available, in_use).", "", value);
   if (auto control = stats.find("control"); control != stats.end() && control->is_object())
     for (const auto& [name, value] : control->items()) {
       const bool gauge = name.ends_with("_entries") || name == "pending_resolutions";
       x.sample(gauge ? "kdp_" + name : "kdp_control_" + name + "_total", gauge ? "gauge" : "counter",
                gauge ? "Control thread table size." : "Control thread events.", "", value);
     }
+  if (auto updates = stats.find("updates"); updates != stats.end() && updates->is_object()) {
+    if (auto failed = updates->find("failed"); failed != updates->end())
+      x.sample("kdp_update_failures_total", "counter", "Control requests rejected with nothing changed.", "", *failed);
+    if (auto h = updates->find("apply_seconds"); h != updates->end())
+      x.histogram("kdp_update_apply_seconds", "Time to validate, compile and publish a change.", *h);
+    if (auto h = updates->find("live_seconds"); h != updates->end())
+      x.histogram("kdp_update_live_seconds", "Time from publishing a change until every worker has moved past the old tables.", *h);
+  }
   return x.take();
 }
 

@@ -8,7 +8,8 @@
 // Framing: each request is one line of JSON (UTF-8, terminated by '\n'), and
 // each gets exactly one line of JSON in reply, in order; a client may send
 // several requests on one connection. A request line is at most
-// kMaxRequestBytes (4 MiB) including its newline: a longer one is answered
+// kMaxRequestBytes (64 MiB: a 10k-Service config with its endpoints is
+// about 6 MB) including its newline: a longer one is answered
 // with an error and the connection is closed.
 //
 //   request:  {"verb": "service.list", "args": {...}}     ("args" optional, an object)
@@ -23,8 +24,23 @@
 //   neighbor.list              [{ip, mac, state, port}]
 //   fdb.list                   [{mac, port, static, age_s}]
 //   service.list               [{key, vip, protocol, port, kind, service, port_name, backends, backends_from_pods}]
+//   service.get {service}      the frontends of Service "ns/name" (as service.list); unknown: error
+//   service.del {service, dry_run}
+//                              removes a Service (the config file's, or the
+//                              Kubernetes object's with its EndpointSlices
+//                              left in place), then applies. Reply as apply.
+//   route.add {prefix, via, port, dry_run}
+//                              adds a static route, checked as a [[route]]
+//                              (port: an uplink; default the first). Reply as apply.
+//   route.del {prefix, dry_run}
+//                              removes a static route. Reply as apply.
+//   snat.list {limit}          {ports: [{worker, low, high}], flows, in_use,
+//                              shown, entries: [{protocol, orig, reply, age_s}]}
+//                              for the masqueraded flows; limit as conntrack.list
 //   conntrack.count            {flows, capacity}
-//   conntrack.list  {limit}    {flows, shown, entries: [{protocol, orig, reply, state, flags, age_s}]}; limit 1..100000, default 100
+//   conntrack.list  {limit, dst, service}
+//                              {flows, matched, shown, entries: [{protocol, orig, reply, state, flags, age_s, idle_s}]};
+//                              limit 1..100000, default 100; dst and service filter as conntrack.flush does
 //   conntrack.flush {dst, service}
 //                              removes flows whose original destination (or,
 //                              after DNAT, backend) is `dst` and/or which are
@@ -50,6 +66,12 @@
 //   endpoint.add {service, ip, node, ready, serving, terminating, dry_run}
 //   endpoint.del {service, ip, dry_run}
 //                              an edit of the running desired config, then apply.
+//
+// Every verb that changes state (apply, watch.event, endpoint.*, service.del,
+// route.*) answers once the change is live: the new tables are published and
+// every worker has since passed a quiescent point, so none can still use the
+// old ones. Its reply carries "timing": {"apply_ms" (validate, compile and
+// publish), "live_ms" (publish until every worker has moved on)}.
 //   pod.add {name, iface, ip, mac, dry_run}
 //                              attaches a pod while kdp runs: a new bridge (role
 //                              pod) port on host interface `iface`, probed as
@@ -107,7 +129,7 @@
 
 namespace kdp::control {
 
-inline constexpr size_t kMaxRequestBytes = size_t{4} << 20;
+inline constexpr size_t kMaxRequestBytes = size_t{64} << 20;
 inline constexpr size_t kDefaultConntrackListLimit = 100;
 inline constexpr size_t kMaxConntrackListLimit = 100000;
 
@@ -126,6 +148,8 @@ struct Request {
 // against the verb: throws ProtocolError naming what is wrong.
 Request parse_request(std::string_view line);
 bool is_known_verb(std::string_view verb);
+// Verbs that change kdp's state (answered once the change is live).
+bool changes_state(std::string_view verb);
 
 // Reply and request lines, each ending in '\n'.
 std::string ok_line(const nlohmann::json& result);
@@ -133,12 +157,24 @@ std::string error_line(std::string_view message);
 std::string request_line(std::string_view verb, const nlohmann::json& args = nlohmann::json::object());
 
 // Typed views of checked args.
-struct ConntrackListArgs {
-  size_t limit = kDefaultConntrackListLimit;
-};
-struct ConntrackFlushArgs {
+// Flows whose original destination (or, after DNAT, backend) is `dst` and/or
+// which are to a frontend of Service `service`; neither: every flow.
+struct ConntrackFilter {
   std::optional<Ipv4> dst;
   std::optional<std::string> service;
+};
+using ConntrackFlushArgs = ConntrackFilter;
+struct ConntrackListArgs {
+  size_t limit = kDefaultConntrackListLimit;
+  ConntrackFilter filter;
+};
+struct ServiceArgs {
+  std::string service;
+  bool dry_run = false;
+};
+struct RouteArgs {
+  RouteConfig route;  // route.del uses the prefix only
+  bool dry_run = false;
 };
 struct ApplyArgs {
   std::string toml;
@@ -172,6 +208,9 @@ ConntrackFlushArgs conntrack_flush_args(const Request& request);
 ApplyArgs apply_args(const Request& request);
 WatchEventArgs watch_event_args(const Request& request);
 EndpointArgs endpoint_args(const Request& request);
+ServiceArgs service_args(const Request& request);
+RouteArgs route_args(const Request& request);
+size_t list_limit(const Request& request);  // conntrack.list, snat.list
 PodAddArgs pod_add_args(const Request& request);
 PodDelArgs pod_del_args(const Request& request);
 

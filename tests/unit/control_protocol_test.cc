@@ -2,6 +2,8 @@
 // desired-state edits behind apply/endpoint.add (ctrl/config.h): no DPDK.
 #include "ctrl/control_protocol.h"
 
+#include <fmt/format.h>
+
 #include <gtest/gtest.h>
 
 #include <string>
@@ -102,7 +104,7 @@ TEST(ControlProtocolTest, TypedArgs) {
 
 TEST(ControlProtocolTest, RequestSizeIsBounded) {
   const std::string big = R"({"verb": "apply", "args": {"toml": ")" + std::string(kMaxRequestBytes, 'x') + "\"}}";
-  EXPECT_EQ(error_of(big), "request larger than 4194304 bytes");
+  EXPECT_EQ(error_of(big), fmt::format("request larger than {} bytes", kMaxRequestBytes));
 
   LineReader reader(16);
   reader.feed("{\"a\":1}\n{\"b\"", 12);
@@ -271,6 +273,82 @@ TEST(DesiredStateTest, EndpointEditsAreValidated) {
             "endpoint.serving: must be true when ready is true (a ready endpoint is serving)");
   EXPECT_EQ(config_error([&] { without_endpoint(running, "default/web", *parse_ipv4("10.244.1.9")); }),
             "endpoint.ip: 10.244.1.9 is not an endpoint of \"default/web\"");
+}
+
+TEST(DesiredStateTest, RouteAndServiceEdits) {
+  const Config running = node();
+  RouteConfig route;
+  route.prefix = *parse_ipv4_prefix("10.250.0.0/16");
+  route.via = *parse_ipv4("192.168.50.11");
+  Config next = with_route(running, route);
+  ASSERT_EQ(next.routes.size(), running.routes.size() + 1);
+  EXPECT_EQ(next.routes.back().port, "up0");  // the first uplink, as in [[route]]
+  EXPECT_EQ(config_error([&] { with_route(next, route); }),
+            "route.prefix: 10.250.0.0/16 is already routed by route[" + std::to_string(running.routes.size()) + "]");
+  route.prefix = *parse_ipv4_prefix("10.244.1.0/25");
+  EXPECT_EQ(config_error([&] { with_route(running, route); }),
+            "route.prefix: 10.244.1.0/25 lies inside node.pod_cidr 10.244.1.0/24");
+  route.prefix = *parse_ipv4_prefix("10.251.0.0/16");
+  route.via = *parse_ipv4("10.244.1.1");
+  EXPECT_EQ(config_error([&] { with_route(running, route); }),
+            "route.via: 10.244.1.1 is this node's pod gateway address (node.gateway_ip)");
+  route.via = *parse_ipv4("192.168.50.11");
+  route.port = "pod0";
+  const Config with_pod_port = node("[[port]]\nname = \"pod0\"\nrole = \"pod\"\ndevice = \"net_null1\"\n");
+  EXPECT_EQ(config_error([&] { with_route(with_pod_port, route); }),
+            "route.port: \"pod0\" is a pod port; routes must leave through an uplink port");
+  next = without_route(next, *parse_ipv4_prefix("10.250.0.0/16"));
+  EXPECT_EQ(next.routes.size(), running.routes.size());
+  EXPECT_EQ(config_error([&] { without_route(running, *parse_ipv4_prefix("10.250.0.0/16")); }),
+            "route.prefix: no route for 10.250.0.0/16 (connected and local routes cannot be removed)");
+
+  EXPECT_TRUE(without_service(running, "default/web").services.empty());
+  EXPECT_EQ(config_error([&] { without_service(running, "default/nope"); }),
+            "service: no service is named \"default/nope\"");
+}
+
+TEST(ControlProtocolTest, ServiceRouteAndSnatVerbs) {
+  Request r = parse_request(R"({"verb": "route.add", "args": {"prefix": "10.250.0.0/16", "via": "192.168.50.11"}})");
+  RouteArgs route = route_args(r);
+  EXPECT_EQ(route.route.prefix.to_string(), "10.250.0.0/16");
+  EXPECT_EQ(route.route.via, *parse_ipv4("192.168.50.11"));
+  EXPECT_TRUE(route.route.port.empty());
+  EXPECT_FALSE(route.dry_run);
+  EXPECT_EQ(error_of(R"({"verb": "route.add", "args": {"prefix": "10.250.0.0/33", "via": "192.168.50.11"}})"),
+            "route.add: args.prefix: must be an IPv4 prefix (\"a.b.c.d/len\")");
+  EXPECT_EQ(error_of(R"({"verb": "route.add", "args": {"prefix": "10.250.0.0/16"}})"),
+            "route.add: args.via: required argument is missing");
+  EXPECT_EQ(error_of(R"({"verb": "route.del", "args": {"prefix": "10.250.0.0/16", "via": "1.2.3.4"}})"),
+            "route.del: args.via: unknown argument");
+  ServiceArgs service = service_args(parse_request(R"({"verb": "service.del", "args": {"service": "a/b", "dry_run": true}})"));
+  EXPECT_EQ(service.service, "a/b");
+  EXPECT_TRUE(service.dry_run);
+  EXPECT_EQ(error_of(R"({"verb": "service.get", "args": {}})"), "service.get: args.service: required argument is missing");
+  EXPECT_EQ(list_limit(parse_request(R"({"verb": "snat.list", "args": {"limit": 7}})")), 7u);
+  ConntrackListArgs list = conntrack_list_args(
+      parse_request(R"({"verb": "conntrack.list", "args": {"dst": "10.244.1.5", "service": "a/b"}})"));
+  EXPECT_EQ(list.filter.dst, parse_ipv4("10.244.1.5"));
+  EXPECT_EQ(list.filter.service, "a/b");
+  EXPECT_EQ(list.limit, kDefaultConntrackListLimit);
+  for (const char* verb : {"apply", "watch.event", "endpoint.add", "endpoint.del", "service.del", "route.add", "route.del"})
+    EXPECT_TRUE(changes_state(verb)) << verb;
+  for (const char* verb : {"stats", "service.get", "snat.list", "conntrack.list", "nope"})
+    EXPECT_FALSE(changes_state(verb)) << verb;
+}
+
+TEST(ControlProtocolTest, UpdateLatencyHistograms) {
+  const json stats = {{"updates",
+                       {{"applied", 2},
+                        {"failed", 1},
+                        {"apply_seconds", {{"count", 2}, {"sum", 0.5}, {"buckets", {{0.001, 1}, {1, 2}}}}},
+                        {"live_seconds", {{"count", 2}, {"sum", 0.0002}, {"buckets", {{0.001, 2}, {1, 2}}}}}}}};
+  const std::string text = stats_to_prometheus(stats);
+  EXPECT_NE(text.find("# TYPE kdp_update_apply_seconds histogram\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("kdp_update_apply_seconds_bucket{le=\"0.001\"} 1\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("kdp_update_apply_seconds_bucket{le=\"+Inf\"} 2\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("kdp_update_apply_seconds_sum 0.5\nkdp_update_apply_seconds_count 2\n"), std::string::npos);
+  EXPECT_NE(text.find("kdp_update_live_seconds_bucket{le=\"1\"} 2\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("kdp_update_failures_total 1\n"), std::string::npos) << text;
 }
 
 // ---- pod.add / pod.del / pod.list ---------------------------------------------
