@@ -73,12 +73,18 @@ json kdp_call(const NetworkConfig& config, std::string_view verb, const json& ar
   }
 }
 
+// A string field of kdp's reply; "" when absent or not a string (pod.list's
+// iface is null for a config pod whose device names no interface).
+std::string text_field(const json& object, const char* key) {
+  return object.is_object() && object.contains(key) && object[key].is_string() ? object[key].get<std::string>() : "";
+}
+
 // pod.list's entry for `name`, or null.
 json find_pod(const json& list, const std::string& name) {
   const json& pods = list.is_object() && list.contains("pods") ? list["pods"] : list;
   if (pods.is_array())
     for (const json& pod : pods)
-      if (pod.is_object() && pod.value("name", std::string()) == name) return pod;
+      if (text_field(pod, "name") == name) return pod;
   return nullptr;
 }
 
@@ -201,7 +207,7 @@ void cmd_del(const Environment& env, const NetworkConfig& config) {
   // same pod may already be attached under the same name on another veth.
   try {
     json entry = find_pod(control::call(config.socket, "pod.list", json::object(), kQueryTimeoutS), pod);
-    if (!entry.is_null() && entry.value("iface", std::string()) == host_if)
+    if (!entry.is_null() && text_field(entry, "iface") == host_if)
       kdp_call(config, "pod.del", {{"name", pod}}, kQueryTimeoutS);
   } catch (const control::ConnectionError& e) {
     // Nothing listening: no kdp holds the pod. Anything else may be transient.
@@ -276,15 +282,13 @@ void cmd_check(const Environment& env, const NetworkConfig& config) {
   const std::string pod = pod_name(env);
   json entry = find_pod(kdp_call(config, "pod.list", json::object(), kQueryTimeoutS), pod);
   if (entry.is_null()) check_failed(fmt::format("kdp has no pod {}", pod));
-  if (entry.value("iface", std::string()) != host_if)
-    check_failed(fmt::format("kdp has pod {} on {}, not {}", pod, entry.value("iface", std::string("?")), host_if));
+  if (text_field(entry, "iface") != host_if)
+    check_failed(fmt::format("kdp has pod {} on {}, not {}", pod, entry.value("iface", json()).dump(), host_if));
   if (reported_ip(entry.value("ip", json())) != address.ip)
     check_failed(fmt::format("kdp has pod {} at {}, not {}", pod, entry.value("ip", json()).dump(),
                              ipv4_to_string(address.ip)));
-  if (entry.contains("mac") && entry["mac"].is_string() && parse_mac(entry["mac"].get<std::string>()) !=
-                                                                  parse_mac(container_mac))
-    check_failed(fmt::format("kdp binds pod {} to MAC {}, but {} has {}", pod, entry["mac"].get<std::string>(),
-                             env.ifname, container_mac));
+  if (const std::string mac = text_field(entry, "mac"); !mac.empty() && parse_mac(mac) != parse_mac(container_mac))
+    check_failed(fmt::format("kdp binds pod {} to MAC {}, but {} has {}", pod, mac, env.ifname, container_mac));
 }
 
 }  // namespace
