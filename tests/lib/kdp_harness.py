@@ -12,6 +12,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 KDP_BIN = os.environ.get("KDP_BIN", str(REPO / "build" / "dataplane" / "kdp"))
+KDPCTL_BIN = os.environ.get("KDPCTL_BIN", str(REPO / "build" / "tools" / "kdpctl"))
+KDP_GEN_BIN = os.environ.get("KDP_GEN_BIN", str(REPO / "build" / "tools" / "kdp-gen"))
 
 # Node A of the examples: the values tests address packets to.
 NODE = {
@@ -43,6 +45,7 @@ class NodeConfig:
     max_flows: int = 16384  # the default 1M flows needs ~200 MB; tests need few
     lcores: tuple = (1,)
     extra: str = ""  # raw TOML appended (e.g. "[bridge]\naging_s = 5\n")
+    conntrack: dict = field(default_factory=dict)  # more [conntrack] keys (timeouts: {"udp_s": 2})
 
     def to_toml(self) -> str:
         q = json.dumps  # TOML basic strings are JSON-compatible for our values
@@ -50,7 +53,7 @@ class NodeConfig:
         out += ["[eal]", f'args = ["--no-huge", "-m", "{self.memory_mb}", "--no-pci"]',
                 f"file_prefix = {q('kdp-test-' + uuid.uuid4().hex[:12])}"]
         out += ["[workers]", f"lcores = [{', '.join(str(c) for c in self.lcores)}]"]
-        out += ["[conntrack]", f"max_flows = {self.max_flows}"]
+        out += ["[conntrack]", f"max_flows = {self.max_flows}"] + [f"{k} = {q(v)}" for k, v in self.conntrack.items()]
         for p in self.ports:
             out += ["[[port]]", f"name = {q(p.name)}", f"role = {q(p.role)}", f"device = {q(p.device)}"]
             if p.mac:
@@ -126,3 +129,25 @@ def stop_kdp(proc: subprocess.Popen, stats_path: Path, timeout: float = 20) -> K
         out, err = proc.communicate()
     stats = json.loads(stats_path.read_text()) if stats_path.exists() else None
     return KdpRun(proc.returncode, out, err, stats)
+
+
+def kdpctl(socket: Path, *args, timeout: float = 30, check: bool = True) -> subprocess.CompletedProcess:
+    """Runs kdpctl against the control socket of a running kdp."""
+    proc = subprocess.run([KDPCTL_BIN, "--socket", str(socket), *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"kdpctl {' '.join(map(str, args))} exited {proc.returncode}: {proc.stderr.strip()}")
+    return proc
+
+
+def kdp_stats(socket: Path) -> dict:
+    """The counters of a running kdp (`kdpctl --json stats`), as --stats-json writes them."""
+    return json.loads(kdpctl(socket, "--json", "stats").stdout)
+
+
+def rss_kb(pid: int) -> int:
+    """A process's resident set (VmRSS) in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for process {pid}")
