@@ -208,8 +208,9 @@ class TestLifecycle:
         assert out == {"cniVersion": "1.0.0", "supportedVersions": ["1.0.0"]}
 
     def test_add_both_pods(self, topo):
+        mtu = {"pod-a": None, "pod-b": 1400}  # pod-b: both veth ends at the config's mtu
         for pod in topo.pods.values():
-            rc, out, err = topo.cni(pod.env("ADD"), topo.net_config())
+            rc, out, err = topo.cni(pod.env("ADD"), topo.net_config(mtu=mtu[pod.name]))
             assert rc == 0, f"ADD {pod.name}: {out} {err}"
             pod.result = out
             host_if = expected_host_ifname(pod.container_id, "eth0")
@@ -223,6 +224,7 @@ class TestLifecycle:
             assert out["interfaces"][1]["mac"] == container_link["address"]
             assert out["interfaces"][0]["mac"] == host_link["address"]
             assert "UP" in container_link["flags"] and "UP" in host_link["flags"]
+            assert container_link["mtu"] == host_link["mtu"] == (mtu[pod.name] or 1500)
             [ip] = out["ips"]
             assert ip["gateway"] == GATEWAY and ip["interface"] == 1
             address = ipaddress.ip_interface(ip["address"])
