@@ -8,8 +8,8 @@ runs a CNI plugin: CNI_* variables and the network config on stdin.
     pod-b: a process's own netns  (CNI_NETNS=/proc/<pid>/ns/net, as Docker's)
 
 The tests of TestLifecycle run in order: ADD both pods, traffic through kdp,
-CHECK, the spec's error codes, DEL. Needs root, iproute2, ping, unshare and
-nsenter, and the binaries from $KDP_BIN and $KDP_CNI_BIN.
+CHECK, the spec's error codes, DEL. Needs root, iproute2, ping, socat, ss,
+unshare and nsenter, and the binaries from $KDP_BIN and $KDP_CNI_BIN.
 """
 import ipaddress
 import json
@@ -260,6 +260,25 @@ class TestLifecycle:
         assert_reaches(a, REMOTE_POD)  # routed: kdp's uplink to node B
         neigh = a.sh("ip", "neigh", "show", GATEWAY).stdout
         assert NODE["gateway_mac"] in neigh, neigh
+
+    def test_tcp_between_pods(self, topo):
+        """Many full-size segments: the pods' TX checksum offload must be off
+        (kdp forwards frames as they are; a partial checksum would arrive)."""
+        a, b = topo.pods["pod-a"], topo.pods["pod-b"]
+        data = os.urandom(300_000)
+        server = subprocess.Popen([*b.enter, "socat", "-T", "10", f"TCP-LISTEN:5101,bind={b.ip},reuseaddr", "PIPE"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        topo.servers.append(server)
+        try:
+            wait_for("socat listening in pod-b", lambda: ":5101 " in b.sh("ss", "-Hltn").stdout)
+            proc = subprocess.run([*a.enter, "socat", "-t", "5", "-T", "10", "-", f"TCP:{b.ip}:5101"], input=data,
+                                  capture_output=True, timeout=30)
+        finally:
+            # It holds pod-b's namespace, which a later test lets die.
+            server.kill()
+            server.wait(timeout=10)
+        assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+        assert proc.stdout == data, f"echoed {len(proc.stdout)} of {len(data)} bytes"
 
     def test_check_succeeds(self, topo):
         for pod in topo.pods.values():
