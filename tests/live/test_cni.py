@@ -397,3 +397,15 @@ class TestLifecycle:
     def test_kdp_stops_cleanly(self, topo):
         result = topo.stop_kdp()
         assert result.returncode == 0, result.stderr
+
+    def test_add_without_kdp_is_try_again_and_undone(self, topo):
+        """kdp not running (yet): code 11, and nothing left behind; DEL succeeds."""
+        assert topo.kdp is None  # stopped by the test before
+        e = Pod("pod-e", f"/var/run/netns/{topo.prefix}-pa", ["ip", "netns", "exec", topo.prefix + "-pa"])
+        rc, out, err = topo.cni(e.env("ADD"), topo.net_config())
+        assert rc != 0 and out["code"] == 11 and str(topo.socket) in out["msg"], (out, err)
+        assert not link_exists(expected_host_ifname(e.container_id, "eth0"))
+        assert not link_exists("eth0", e.enter)
+        assert topo.allocated() == {}
+        rc, out, err = topo.cni(e.env("DEL"), topo.net_config())
+        assert rc == 0 and out is None, (out, err)
