@@ -321,6 +321,20 @@ class TestLifecycle:
         assert not link_exists("eth0", c.enter)
         assert not link_exists(expected_host_ifname(c.container_id, "eth0"))
 
+    def test_gateway_other_than_kdps_is_undone(self, topo):
+        """kdp accepts the pod but reports another gateway_ip: the plugin
+        detaches it again and takes everything back (code 7). Runs while the
+        store's next address is a pod address for kdp too (not its gateway)."""
+        run(["ip", "netns", "add", topo.prefix + "-pg"])
+        topo.created_ns.append(topo.prefix + "-pg")
+        d = Pod("pod-g", f"/var/run/netns/{topo.prefix}-pg", ["ip", "netns", "exec", topo.prefix + "-pg"])
+        rc, out, err = topo.cni(d.env("ADD"), topo.net_config(gateway="10.244.1.254"))
+        assert rc != 0 and out["code"] == 7 and "gateway" in out["msg"], (out, err)
+        assert "default/pod-g" not in kdp_pods(topo.socket)
+        assert not link_exists(expected_host_ifname(d.container_id, "eth0"))
+        assert not link_exists("eth0", d.enter)
+        assert topo.allocated() == {p.ip: p.container_id for p in topo.pods.values()}
+
     def test_kdp_refusal_is_undone(self, topo):
         """A subnet that is not kdp's pod CIDR: kdp refuses the address; the
         plugin takes back the veth and the address and reports code 100."""
