@@ -328,4 +328,43 @@ TEST_F(AddressStoreTest, ConcurrentProcessesNeverShareAnAddress) {
   EXPECT_EQ(owners.size(), static_cast<size_t>(kProcesses * kEach));  // one address each, none shared
 }
 
+TEST_F(AddressStoreTest, ConcurrentAddsOfOneContainerGiveItOneAddress) {
+  // A runtime retrying an ADD while the first still runs: the lock makes
+  // "does it hold one?" and "take the next" one step, so exactly one wins.
+  constexpr int kProcesses = 8, kRounds = 20;
+  store("10.244.0.0/24", "10.244.0.1");
+  for (int round = 0; round < kRounds; ++round) {
+    const std::string id = "same" + std::to_string(round);
+    std::vector<pid_t> children;
+    for (int p = 0; p < kProcesses; ++p) {
+      pid_t pid = ::fork();
+      if (pid == 0) {
+        int status = 2;
+        try {
+          store("10.244.0.0/24", "10.244.0.1").allocate(id, "eth0");
+          status = 0;
+        } catch (const Error& e) {
+          status = e.code() == ErrorCode::kAlreadyAdded ? 1 : 2;
+        } catch (...) {
+        }
+        ::_exit(status);
+      }
+      children.push_back(pid);
+    }
+    int won = 0, refused = 0;
+    for (pid_t pid : children) {
+      int status = 0;
+      ::waitpid(pid, &status, 0);
+      ASSERT_TRUE(WIFEXITED(status));
+      won += WEXITSTATUS(status) == 0;
+      refused += WEXITSTATUS(status) == 1;
+    }
+    EXPECT_EQ(won, 1) << id;
+    EXPECT_EQ(refused, kProcesses - 1) << id;
+  }
+  int files = 0;
+  for (const auto& entry : fs::directory_iterator(dir_ / "net")) files += parse_ipv4(entry.path().filename().string()).has_value();
+  EXPECT_EQ(files, kRounds);
+}
+
 }  // namespace
