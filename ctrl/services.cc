@@ -225,6 +225,9 @@ CompiledServices compile_services(const Config& config) {
     }
   }
 
+  if (compiled.entries.size() > kMaxServiceFrontends)
+    throw std::invalid_argument(fmt::format("compile_services: service: {} frontends exceed the maximum of {}",
+                                            compiled.entries.size(), kMaxServiceFrontends));
   std::sort(compiled.entries.begin(), compiled.entries.end(),
             [](const ServiceEntry& a, const ServiceEntry& b) { return a.key() < b.key(); });
   auto duplicate = std::adjacent_find(compiled.entries.begin(), compiled.entries.end(),

@@ -126,6 +126,13 @@ struct ServiceEntry {
   bool operator==(const ServiceEntry&) const = default;
 };
 
+// The most frontends (entries) one node's Services may compile to: 2^24,
+// far beyond Kubernetes' scalability limits (10,000 Services per cluster
+// tested), so a runaway config fails with a clear error instead of an
+// allocation failure. Nothing narrower holds a frontend id: flows and the
+// Service snapshot use 32-bit ids.
+inline constexpr size_t kMaxServiceFrontends = size_t{1} << 24;
+
 struct CompiledServices {
   std::vector<ServiceEntry> entries;  // sorted by key(), keys unique
   std::vector<Ipv4> cluster_ips;      // sorted, unique: a known cluster IP on an unknown port is
@@ -136,7 +143,7 @@ struct CompiledServices {
 // The entries of every service in `config` (its node, nat.masquerade_all and
 // nat.lb_algorithm included). Equal inputs compile to equal outputs, whatever
 // the order of endpoints. Throws std::invalid_argument on duplicate keys, which
-// parse_config rules out.
+// parse_config rules out, and above kMaxServiceFrontends entries.
 CompiledServices compile_services(const Config& config);
 
 struct ServiceDiff {

@@ -38,6 +38,7 @@ namespace kdp {
   X(NoRoute, "no_route")                                                    \
   X(LocalUnhandled, "local_unhandled")                                      \
   X(ConntrackInvalid, "conntrack_invalid")                                  \
+  X(ConntrackTcpOutOfWindow, "conntrack_tcp_out_of_window")                 \
   X(ConntrackFull, "conntrack_full")                                        \
   X(ConntrackTupleClash, "conntrack_tuple_clash")                           \
   X(SnatPortsExhausted, "snat_ports_exhausted")                             \

@@ -38,6 +38,7 @@ class Arp final : StageBase {
 };
 
 struct FlowKey;
+struct TcpSegment;
 
 class ServiceNat final : StageBase {
  public:
@@ -47,8 +48,8 @@ class ServiceNat final : StageBase {
  private:
   // Packets with a flow key: those of known flows translated, new Service
   // connections given a backend and a flow.
-  void translate_flows(Burst& burst, const FlowKey* keys, const uint8_t* tcp_flags, const unsigned* keyed,
-                           unsigned n_keyed);
+  void translate_flows(Burst& burst, const FlowKey* keys, const TcpSegment* segments, const unsigned* keyed,
+                       unsigned n_keyed);
 };
 
 class Router final : StageBase {

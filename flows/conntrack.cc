@@ -4,6 +4,7 @@
 #include <rte_hash_crc.h>
 #include <rte_malloc.h>
 
+#include <algorithm>
 #include <new>
 
 #include "dataplane/shared_table.h"
@@ -16,6 +17,123 @@ namespace {
 
 void* pack_ref(uint32_t index, FlowDir dir) {
   return reinterpret_cast<void*>(static_cast<uintptr_t>(index) << 1 | static_cast<uintptr_t>(dir));
+}
+
+// ---- TCP window tracking -------------------------------------------------------
+// Each field only moves forward (sequence order, or size for maxwin), so
+// workers handling the two directions of one flow at once may race: the
+// compare-exchange loops keep the furthest value.
+
+constexpr auto kRelaxed = std::memory_order_relaxed;
+
+void advance_seq(std::atomic<uint32_t>& field, uint32_t value) {
+  uint32_t current = field.load(kRelaxed);
+  while (seq_after(value, current) && !field.compare_exchange_weak(current, value, kRelaxed)) {
+  }
+}
+
+void advance_max(std::atomic<uint32_t>& field, uint32_t value) {
+  uint32_t current = field.load(kRelaxed);
+  while (value > current && !field.compare_exchange_weak(current, value, kRelaxed)) {
+  }
+}
+
+unsigned scale_of(uint8_t scales, unsigned dir) { return (scales >> (4 * dir)) & 0x0f; }
+
+// A SYN (dir Original) or SYN+ACK (Reply) starts its direction's window.
+// Its window is never scaled; its scale option counts only when both sides
+// send one (RFC 7323), known once the SYN+ACK is seen.
+void open_window(FlowEntry& e, FlowDir dir, const TcpSegment& seg) {
+  const unsigned d = static_cast<unsigned>(dir);
+  TcpWindow& w = e.window[d];
+  const uint32_t end = seg.end();
+  w.end.store(end, kRelaxed);
+  w.maxend.store(end, kRelaxed);
+  w.maxwin.store(std::max<uint32_t>(seg.window, 1), kRelaxed);
+  const uint8_t offered = d == 0 ? kWindowScaleOriginal : kWindowScaleReply;
+  uint8_t flags = e.window_flags.load(kRelaxed);
+  flags = seg.wscale >= 0 ? flags | offered : flags & ~offered;
+  e.window_flags.store(flags, kRelaxed);
+  uint8_t scales = e.window_scales.load(kRelaxed);
+  const uint8_t own = seg.wscale >= 0 ? std::min<uint8_t>(seg.wscale, kTcpMaxWindowScale) : 0;
+  scales = static_cast<uint8_t>((scales & ~(0x0f << (4 * d))) | own << (4 * d));
+  if ((seg.flags & kTcpAck) && (flags & (kWindowScaleOriginal | kWindowScaleReply)) !=
+                                   (kWindowScaleOriginal | kWindowScaleReply))
+    scales = 0;
+  e.window_scales.store(scales, kRelaxed);
+}
+
+// Whether a segment lies in the flow's window; if so, moves the window. A
+// segment out of window changes nothing.
+bool tcp_in_window(FlowEntry& e, FlowDir dir, const TcpSegment& seg, TcpState state) {
+  const unsigned d = static_cast<unsigned>(dir);
+  TcpWindow& sender = e.window[d];
+  TcpWindow& receiver = e.window[d ^ 1];
+  const bool syn = seg.flags & kTcpSyn, rst = seg.flags & kTcpRst, has_ack = seg.flags & kTcpAck;
+  uint32_t seq = seg.seq, end = seg.end();
+  uint32_t s_end = sender.end.load(kRelaxed), s_maxend = sender.maxend.load(kRelaxed);
+  uint32_t s_maxwin = sender.maxwin.load(kRelaxed);
+  uint32_t r_end = receiver.end.load(kRelaxed);
+  const uint32_t r_maxwin = receiver.maxwin.load(kRelaxed);
+
+  // How this segment starts its direction's window, if it does.
+  enum class Start : uint8_t { Tracked, Syn, MidStream };
+  Start start = Start::Tracked;
+  if (syn && (s_maxwin == 0 || (seq_after(end, s_end) && ((state == TcpState::SynSent && dir == FlowDir::Original) ||
+                                                          (state == TcpState::SynRecv && dir == FlowDir::Reply))))) {
+    // The first SYN (SYN+ACK) this way, or one with a later sequence number:
+    // the sender restarted (RFC 793: a reinitialised TCP need only use
+    // higher sequence numbers).
+    if (!has_ack) {
+      open_window(e, dir, seg);
+      return true;  // nothing to check a client's SYN against
+    }
+    start = Start::Syn;
+    s_end = s_maxend = end;
+    s_maxwin = std::max<uint32_t>(seg.window, 1);
+  } else if (s_maxwin == 0) {
+    // The first packet this way is no SYN (a RST answering the SYN, or a
+    // flow made mid-stream): start from what it shows.
+    start = Start::MidStream;
+    s_end = end;
+    s_maxwin = std::max<uint32_t>(uint32_t{seg.window} << scale_of(e.window_scales.load(kRelaxed), d), 1);
+    s_maxend = end + s_maxwin;
+    if (r_maxwin == 0 && has_ack) r_end = seg.ack;
+  }
+
+  // A segment without ACK acknowledges nothing to check; so does a RST
+  // with ACK but ack 0 (stacks that send it so).
+  const uint32_t ack = has_ack && !(rst && seg.ack == 0) ? seg.ack : r_end;
+  // A RST with sequence 0 answering a SYN (some stacks) means the SYN's end.
+  if (rst && seq == 0 && state == TcpState::SynSent) seq = end = s_end;
+  // Acknowledgements may trail by at most the larger of the sender's window
+  // and 66,000 bytes (the kernel's MAXACKWINDOW).
+  const uint32_t ack_slack = std::max<uint32_t>(s_maxwin, 66000);
+  const bool in_window = !seq_after(seq, s_maxend) &                                // not beyond what it was allowed
+                         (r_maxwin == 0 || seq_after(end, s_end - r_maxwin - 1)) &  // nor before the receiver's window
+                         !seq_after(ack, r_end) &                                   // acks nothing unsent
+                         seq_after(ack, r_end - ack_slack - 1);                     // nor anything ancient
+  if (!in_window) return e.window_flags.load(kRelaxed) & kWindowLiberal;
+
+  if (start == Start::Syn) {
+    open_window(e, dir, seg);
+  } else if (start == Start::MidStream) {
+    sender.end.store(s_end, kRelaxed);
+    sender.maxend.store(s_maxend, kRelaxed);
+    sender.maxwin.store(s_maxwin, kRelaxed);
+    if (r_maxwin == 0 && has_ack) {
+      receiver.end.store(r_end, kRelaxed);
+      receiver.maxend.store(r_end, kRelaxed);
+    }
+  }
+  const uint32_t win = syn ? seg.window : uint32_t{seg.window} << scale_of(e.window_scales.load(kRelaxed), d);
+  advance_max(sender.maxwin, std::max<uint32_t>(win, 1));
+  advance_seq(sender.end, end);
+  // Data past the end the receiver allowed means its window grew unseen.
+  if (r_maxwin != 0 && seq_after(end, s_maxend)) receiver.maxwin.fetch_add(end - s_maxend, kRelaxed);
+  // A zero window still admits a one-byte probe.
+  advance_seq(receiver.maxend, ack + win + (win == 0 ? 1 : 0));
+  return true;
 }
 
 bool embryonic(const FlowEntry& e) {
@@ -73,8 +191,8 @@ void Conntrack::lookup_bulk(const FlowKey* keys, unsigned n, FlowRef* found) con
   }
 }
 
-FlowEntry* Conntrack::create(const FlowKey& orig, const FlowKey& reply, uint8_t nat_flags, uint16_t service,
-                             uint32_t now_s, TcpState initial, CreateFailure* why) {
+FlowEntry* Conntrack::create(const FlowKey& orig, const FlowKey& reply, uint8_t nat_flags, uint32_t service,
+                             uint32_t now_s, TcpState initial, CreateFailure* why, const TcpSegment* opening) {
   CreateFailure ignored;
   if (why == nullptr) why = &ignored;
   *why = CreateFailure::Full;
@@ -99,6 +217,15 @@ FlowEntry* Conntrack::create(const FlowKey& orig, const FlowKey& reply, uint8_t 
   e.service = service;
   e.fixed_timeout_s = 0;
   e.affinity_backend.store(0, std::memory_order_relaxed);
+  for (TcpWindow& w : e.window) {
+    w.end.store(0, kRelaxed);
+    w.maxend.store(0, kRelaxed);
+    w.maxwin.store(0, kRelaxed);
+  }
+  e.window_scales.store(0, kRelaxed);
+  const bool opened = opening != nullptr && (opening->flags & kTcpSyn) && initial == TcpState::SynSent;
+  e.window_flags.store(orig.proto == IPPROTO_TCP && !opened ? kWindowLiberal : 0, kRelaxed);
+  if (orig.proto == IPPROTO_TCP && opened) open_window(e, FlowDir::Original, *opening);
   // The reply tuple must be free: a port collision is the caller's to retry.
   if (rte_hash_lookup(hash_, &reply) >= 0) {
     *why = CreateFailure::ReplyTupleTaken;
@@ -123,27 +250,38 @@ FlowEntry* Conntrack::create(const FlowKey& orig, const FlowKey& reply, uint8_t 
   return &e;
 }
 
-bool Conntrack::update(FlowEntry& e, FlowDir dir, uint8_t tcp_flags, uint32_t now_s) const {
+Conntrack::Verdict Conntrack::update(FlowEntry& e, FlowDir dir, const TcpSegment& segment, uint32_t now_s) const {
   if (e.orig.proto == IPPROTO_TCP) {
-    uint8_t current = e.tcp_state.load(std::memory_order_relaxed);
-    TcpTransition t;
-    // Workers may race on one flow (each direction on its own queue).
-    do {
-      const FlowDir fin_dir = e.has(kFlowFinReply) ? FlowDir::Reply : FlowDir::Original;
-      t = tcp_transition(static_cast<TcpState>(current), dir, tcp_flags, fin_dir);
-      if (!t.valid) return false;
-      if (static_cast<uint8_t>(t.next) == current) break;
-    } while (!e.tcp_state.compare_exchange_weak(current, static_cast<uint8_t>(t.next), std::memory_order_relaxed));
+    uint8_t current = e.tcp_state.load(kRelaxed);
+    const FlowDir fin_dir = e.has(kFlowFinReply) ? FlowDir::Reply : FlowDir::Original;
+    TcpTransition t = tcp_transition(static_cast<TcpState>(current), dir, segment.flags, fin_dir);
+    if (!t.valid) return Verdict::Invalid;
+    // A closed flow reopened by a new SYN starts its windows afresh.
+    const bool reopened = t.next == TcpState::SynSent && current != static_cast<uint8_t>(TcpState::SynSent);
+    if (reopened) {
+      for (TcpWindow& w : e.window) w.maxwin.store(0, kRelaxed);
+      e.window_flags.fetch_and(static_cast<uint8_t>(~kWindowLiberal), kRelaxed);
+    }
+    if (!tcp_in_window(e, dir, segment, static_cast<TcpState>(current))) return Verdict::OutOfWindow;
+    // Workers may race on one flow (each direction on its own queue): the
+    // state moves only from the one it was judged in.
+    while (static_cast<uint8_t>(t.next) != current &&
+           !e.tcp_state.compare_exchange_weak(current, static_cast<uint8_t>(t.next), kRelaxed)) {
+      t = tcp_transition(static_cast<TcpState>(current), dir, segment.flags, fin_dir);
+      if (!t.valid) return Verdict::Invalid;
+    }
     if (t.next == TcpState::FinWait && current != static_cast<uint8_t>(TcpState::FinWait) && dir == FlowDir::Reply)
-      e.flags.fetch_or(kFlowFinReply, std::memory_order_relaxed);
+      e.flags.fetch_or(kFlowFinReply, kRelaxed);
   }
-  if (dir == FlowDir::Reply && !e.has(kFlowReplied)) e.flags.fetch_or(kFlowReplied, std::memory_order_relaxed);
-  if (e.last_seen_s.load(std::memory_order_relaxed) != now_s) e.last_seen_s.store(now_s, std::memory_order_relaxed);
-  return true;
+  if (dir == FlowDir::Reply && !e.has(kFlowReplied)) e.flags.fetch_or(kFlowReplied, kRelaxed);
+  if (e.last_seen_s.load(kRelaxed) != now_s) e.last_seen_s.store(now_s, kRelaxed);
+  return Verdict::Accept;
 }
 
 uint32_t Conntrack::timeout_of(const FlowEntry& e) const {
-  if (e.fixed_timeout_s != 0) return e.fixed_timeout_s;
+  // Connections never have a fixed timeout: reading it only for affinity
+  // records keeps the per-packet expiry check in the first cache line.
+  if (e.orig.kind != kConnection && e.fixed_timeout_s != 0) return e.fixed_timeout_s;
   switch (e.orig.proto) {
     case IPPROTO_TCP: return timeouts_.tcp[static_cast<unsigned>(e.state())];
     case IPPROTO_UDP: return e.has(kFlowReplied) ? timeouts_.udp_stream : timeouts_.udp;
@@ -160,7 +298,7 @@ bool Conntrack::find_affinity(const FlowKey& key, uint32_t now_s, uint64_t& back
   return backend != 0;
 }
 
-void Conntrack::remember_affinity(const FlowKey& key, uint64_t backend, uint16_t service, uint32_t timeout_s,
+void Conntrack::remember_affinity(const FlowKey& key, uint64_t backend, uint32_t service, uint32_t timeout_s,
                                   uint32_t now_s) {
   FlowRef ref;
   lookup_bulk(&key, 1, &ref);

@@ -18,6 +18,7 @@
 #include <rte_ring.h>
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -58,7 +59,32 @@ enum FlowFlag : uint8_t {
   kFlowDying = 1 << 4,    // being removed: not used for new packets
 };
 
+// FlowEntry::service of flows that belong to no Service (egress, inbound to pods).
+constexpr uint32_t kNoService = UINT32_MAX;
+
+// TCP window tracking (Rooij, "Real Stateful TCP Packet Filtering in IP
+// Filter", as the kernel's nf_conntrack_proto_tcp does it): what one
+// direction's sender has shown. A segment is in window when it lies within
+// what the other side has allowed and acknowledges only what was sent.
+struct TcpWindow {
+  std::atomic<uint32_t> end{0};     // highest seq + len it sent
+  std::atomic<uint32_t> maxend{0};  // highest ack + window the other side gave it: the most it may send
+  std::atomic<uint32_t> maxwin{0};  // largest window it advertised (scaled); 0 until a packet of it is seen
+};
+static_assert(sizeof(TcpWindow) == 12);
+
+enum TcpWindowFlag : uint8_t {
+  kWindowScaleOriginal = 1 << 0,  // the client's SYN offered window scaling
+  kWindowScaleReply = 1 << 1,     // the server's SYN+ACK did
+  // Tracking began without the opening SYN (a flow made from a later
+  // segment): the window scale is unknown, so, as the kernel does for flows
+  // it picks up mid-stream, segments out of window are accepted (and do not
+  // move the window).
+  kWindowLiberal = 1 << 2,
+};
+
 struct alignas(64) FlowEntry {
+  // First cache line: what a worker reads and writes for each packet.
   // The tuples: how the client sent it, and how the server answers. The
   // translation for each direction is the difference between the two.
   FlowKey orig;
@@ -66,17 +92,25 @@ struct alignas(64) FlowEntry {
   std::atomic<uint32_t> last_seen_s{0};
   std::atomic<uint8_t> tcp_state{0};
   std::atomic<uint8_t> flags{0};
-  uint16_t service = 0;       // service entry id (for listings and flushes)
-  uint32_t created_s = 0;
+  std::atomic<uint8_t> window_flags{0};   // TcpWindowFlag
+  std::atomic<uint8_t> window_scales{0};  // window shift of the original direction (low nibble) and the reply's
+  TcpWindow window[2];                    // by FlowDir
+
+  // Second cache line: what new flows, listings and the control thread use.
   std::atomic<uint8_t> in_use{0};
-  uint32_t fixed_timeout_s = 0;              // nonzero: expires this long after last use, whatever its state
+  uint32_t service = kNoService;  // Service frontend (snapshot slot id), for listings and flushes
+  uint32_t created_s = 0;
+  uint32_t fixed_timeout_s = 0;              // affinity records: expires this long after last use
   std::atomic<uint64_t> affinity_backend{0};  // affinity records: backend IP << 16 | port (network order)
 
   TcpState state() const { return static_cast<TcpState>(tcp_state.load(std::memory_order_relaxed)); }
   bool has(FlowFlag f) const { return flags.load(std::memory_order_relaxed) & f; }
 };
 
-static_assert(sizeof(FlowEntry) == 64, "one cache line per flow");
+// Window tracking needs 26 bytes per flow; the 64-byte entry had 4 to
+// spare. The per-packet fields stay together in the first line.
+static_assert(sizeof(FlowEntry) == 128, "two cache lines per flow");
+static_assert(offsetof(FlowEntry, in_use) == 64, "the per-packet fields fill the first cache line");
 
 struct FlowRef {
   FlowEntry* entry = nullptr;
@@ -100,11 +134,20 @@ class Conntrack {
   // embryonic flow is evicted to make room for later ones) or the reply
   // tuple belongs to another flow.
   enum class CreateFailure : uint8_t { None, Full, ReplyTupleTaken };
-  FlowEntry* create(const FlowKey& orig, const FlowKey& reply, uint8_t nat_flags, uint16_t service, uint32_t now_s,
-                    TcpState initial = TcpState::SynSent, CreateFailure* why = nullptr);
-  // Applies one packet to the flow's state; false when the packet is
-  // INVALID for it (TCP flags that do not fit).
-  bool update(FlowEntry& e, FlowDir dir, uint8_t tcp_flags, uint32_t now_s) const;
+  // A TCP flow created with its opening SYN (`opening`) has its window
+  // tracked from the start; without it, the flow is liberal (kWindowLiberal).
+  FlowEntry* create(const FlowKey& orig, const FlowKey& reply, uint8_t nat_flags, uint32_t service, uint32_t now_s,
+                    TcpState initial = TcpState::SynSent, CreateFailure* why = nullptr,
+                    const TcpSegment* opening = nullptr);
+  // What update makes of a packet. A packet that is not Accepted changes
+  // nothing: no state, no window, no timeout.
+  enum class Verdict : uint8_t {
+    Accept,
+    Invalid,      // TCP flags that do not fit the state
+    OutOfWindow,  // TCP sequence or acknowledgement outside the tracked window
+  };
+  // Applies one packet to the flow's state (`segment` is read for TCP flows only).
+  Verdict update(FlowEntry& e, FlowDir dir, const TcpSegment& segment, uint32_t now_s) const;
   bool expired(const FlowEntry& e, uint32_t now_s) const;
 
   // ---- control thread ----
@@ -137,7 +180,7 @@ class Conntrack {
   }
   bool find_affinity(const FlowKey& key, uint32_t now_s, uint64_t& backend) const;
   // Records (or re-points) the client's backend; refreshes its timeout.
-  void remember_affinity(const FlowKey& key, uint64_t backend, uint16_t service, uint32_t timeout_s, uint32_t now_s);
+  void remember_affinity(const FlowKey& key, uint64_t backend, uint32_t service, uint32_t timeout_s, uint32_t now_s);
 
  private:
   // Evict-ring values: an entry index to remove (half-made flows), or a

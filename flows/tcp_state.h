@@ -37,6 +37,26 @@ inline bool tcp_opens_flow(uint8_t flags) { return (flags & (kTcpSyn | kTcpAck |
 // direction of the first FIN (meaningful from FinWait on).
 TcpTransition tcp_transition(TcpState state, FlowDir dir, uint8_t flags, FlowDir fin_dir);
 
+// What window tracking reads from a TCP segment, host order.
+struct TcpSegment {
+  uint32_t seq = 0;
+  uint32_t ack = 0;
+  uint32_t payload = 0;  // bytes after the TCP header
+  uint16_t window = 0;   // the raw field (scaled by the sender's shift, except on a SYN)
+  uint8_t flags = 0;
+  int8_t wscale = -1;    // a SYN's window scale option (0-14), -1 when it has none
+
+  // The sequence number after this segment: SYN and FIN count one each.
+  uint32_t end() const { return seq + payload + (flags & kTcpSyn ? 1 : 0) + (flags & kTcpFin ? 1 : 0); }
+};
+
+// Sequence number order modulo 2^32 (RFC 793's "<" on the circle).
+inline bool seq_before(uint32_t a, uint32_t b) { return static_cast<int32_t>(a - b) < 0; }
+inline bool seq_after(uint32_t a, uint32_t b) { return seq_before(b, a); }
+
+// RFC 7323: shifts above 14 are treated as 14.
+inline constexpr uint8_t kTcpMaxWindowScale = 14;
+
 // Timeouts per state and protocol, seconds ([conntrack] in the config).
 struct FlowTimeouts {
   uint32_t tcp[static_cast<unsigned>(TcpState::Count)] = {};

@@ -14,22 +14,54 @@ namespace {
 
 constexpr unsigned kEthLen = sizeof(rte_ether_hdr);
 constexpr unsigned kSnatTries = 16;
-constexpr uint16_t kNoService = 0xffff;  // flows of no Service (egress, inbound to pods)
 
 rte_ipv4_hdr* ipv4_of(rte_mbuf* m) { return rte_pktmbuf_mtod_offset(m, rte_ipv4_hdr*, kEthLen); }
 
+// A SYN's window scale option (RFC 7323), -1 when it has none. Classify
+// checked that the options lie within the packet.
+int8_t tcp_window_scale(const uint8_t* tcp, unsigned header_len) {
+  for (unsigned i = sizeof(rte_tcp_hdr); i < header_len;) {
+    const uint8_t kind = tcp[i];
+    if (kind == 0) break;  // end of options
+    if (kind == 1) {       // no-operation
+      ++i;
+      continue;
+    }
+    if (i + 1 >= header_len) break;
+    const uint8_t len = tcp[i + 1];
+    if (len < 2 || i + len > header_len) break;
+    if (kind == 3 && len == 3) return static_cast<int8_t>(tcp[i + 2]);
+    i += len;
+  }
+  return -1;
+}
+
+// What conntrack's window tracking reads from a TCP header.
+void tcp_segment_of(const rte_ipv4_hdr* ip, unsigned l3_len, const uint8_t* l4, TcpSegment& seg) {
+  const auto* tcp = reinterpret_cast<const rte_tcp_hdr*>(l4);
+  const unsigned header_len = (tcp->data_off >> 4) * 4u;
+  const unsigned l4_len = rte_be_to_cpu_16(ip->total_length) - l3_len;
+  seg.seq = rte_be_to_cpu_32(tcp->sent_seq);
+  seg.ack = rte_be_to_cpu_32(tcp->recv_ack);
+  seg.payload = l4_len > header_len ? l4_len - header_len : 0;
+  seg.window = rte_be_to_cpu_16(tcp->rx_win);
+  seg.flags = tcp->tcp_flags;
+  seg.wscale = (seg.flags & kTcpSyn) ? tcp_window_scale(l4, header_len) : -1;
+}
+
 // The flow key of a packet; false for packets conntrack does not follow
-// (later fragments, ICMP other than echo, protocols without ports).
-bool flow_key_of(rte_mbuf* m, FlowKey& key, uint8_t& tcp_flags) {
+// (later fragments, ICMP other than echo, protocols without ports). `seg`
+// gets a TCP packet's segment (for other protocols only its flags, 0).
+bool flow_key_of(rte_mbuf* m, FlowKey& key, TcpSegment& seg) {
   const PacketMeta& md = meta(m);
   if (!(md.flags & kFlagIpv4) || (md.flags & kFlagFragment)) return false;
   rte_ipv4_hdr* ip = ipv4_of(m);
   const uint8_t* l4 = reinterpret_cast<const uint8_t*>(ip) + m->l3_len;
   key = {be32{ip->src_addr}, be32{ip->dst_addr}, {}, {}, ip->next_proto_id, {}};
-  tcp_flags = 0;
+  seg.flags = 0;
   switch (ip->next_proto_id) {
     case IPPROTO_TCP:
-      tcp_flags = reinterpret_cast<const rte_tcp_hdr*>(l4)->tcp_flags;
+      tcp_segment_of(ip, m->l3_len, l4, seg);
       [[fallthrough]];
     case IPPROTO_UDP:
       std::memcpy(&key.src_port, l4, 2);
@@ -57,13 +89,14 @@ void translate(rte_mbuf* m, const FlowEntry& flow, FlowDir dir) {
 // Picks a source port from this worker's share of the SNAT range for which
 // the flow's reply tuple is free, and creates the flow.
 FlowEntry* create_with_snat(WorkerContext& ctx, const FlowKey& orig, FlowKey reply, uint8_t nat_flags,
-                            uint16_t service, TcpState initial, DropReason& why) {
+                            uint32_t service, const TcpSegment& opening, DropReason& why) {
   Conntrack& ct = *ctx.tables.conntrack;
   for (unsigned t = 0; t < kSnatTries; ++t) {
     reply.dst_port = to_be16(ctx.snat_port_next);
     ctx.snat_port_next = ctx.snat_port_next == ctx.snat_port_high ? ctx.snat_port_low : ctx.snat_port_next + 1;
     Conntrack::CreateFailure failure;
-    if (FlowEntry* e = ct.create(orig, reply, nat_flags, service, ctx.now_s, initial, &failure)) return e;
+    if (FlowEntry* e = ct.create(orig, reply, nat_flags, service, ctx.now_s, TcpState::SynSent, &failure, &opening))
+      return e;
     if (failure == Conntrack::CreateFailure::Full) {
       why = DropReason::ConntrackFull;
       return nullptr;
@@ -83,6 +116,11 @@ const BackendWire& choose_backend(const ServiceSnapshot& services, const Service
     case LbAlgorithm::Random: break;
   }
   return set.backends[rte_rand_max(set.backends.size())];
+}
+
+// Why a packet conntrack did not accept is dropped.
+DropReason drop_reason_of(Conntrack::Verdict v) {
+  return v == Conntrack::Verdict::OutOfWindow ? DropReason::ConntrackTcpOutOfWindow : DropReason::ConntrackInvalid;
 }
 
 bool is_icmp_error(uint8_t type) { return type == 3 || type == 4 || type == 11 || type == 12; }
@@ -195,15 +233,15 @@ void ServiceNat::process(Burst& burst) {
   Conntrack& ct = *tables.conntrack;
   const unsigned n = burst.n;
   FlowKey keys[kBurstCapacity];
-  uint8_t tcp_flags[kBurstCapacity];
+  TcpSegment segments[kBurstCapacity];
   unsigned keyed[kBurstCapacity];
   unsigned n_keyed = 0;
   unsigned icmp_errors[kBurstCapacity];  // handled last: their flow may open in this burst
   unsigned n_icmp_errors = 0;
   for (unsigned i = 0; i < n; ++i) {
     FlowKey k;
-    uint8_t flags;
-    if (!flow_key_of(burst.pkts[i], k, flags)) {
+    TcpSegment seg;
+    if (!flow_key_of(burst.pkts[i], k, seg)) {
       rte_mbuf* m = burst.pkts[i];
       if (is_bridged(meta(m))) {
         burst.send(i, StageId::Output);
@@ -214,17 +252,17 @@ void ServiceNat::process(Burst& burst) {
       continue;
     }
     keys[n_keyed] = k;
-    tcp_flags[n_keyed] = flags;
+    segments[n_keyed] = seg;
     keyed[n_keyed++] = i;
   }
-  if (n_keyed != 0) translate_flows(burst, keys, tcp_flags, keyed, n_keyed);
+  if (n_keyed != 0) translate_flows(burst, keys, segments, keyed, n_keyed);
   // ICMP errors about tracked flows are translated with them.
   for (unsigned e = 0; e < n_icmp_errors; ++e)
     if (translate_icmp_error(ct, burst.pkts[icmp_errors[e]])) meta(burst.pkts[icmp_errors[e]]).flags |= kFlagNatDone;
 }
 
-void ServiceNat::translate_flows(Burst& burst, const FlowKey* keys, const uint8_t* tcp_flags,
-                                     const unsigned* keyed, unsigned n_keyed) {
+void ServiceNat::translate_flows(Burst& burst, const FlowKey* keys, const TcpSegment* segments,
+                                 const unsigned* keyed, unsigned n_keyed) {
   NodeTables& tables = ctx_.tables;
   Conntrack& ct = *tables.conntrack;
   if (n_keyed == 0) return;
@@ -241,11 +279,12 @@ void ServiceNat::translate_flows(Burst& burst, const FlowKey* keys, const uint8_
     rte_mbuf* m = burst.pkts[i];
     FlowRef ref = flows[k];
     const bool reopened = ref.entry != nullptr && ref.dir == FlowDir::Original && keys[k].proto == IPPROTO_TCP &&
-                          tcp_opens_flow(tcp_flags[k]) &&
+                          tcp_opens_flow(segments[k].flags) &&
                           (ref.entry->state() == TcpState::TimeWait || ref.entry->state() == TcpState::Close);
     if (ref.entry != nullptr && !ref.entry->has(kFlowDying) && !reopened && !ct.expired(*ref.entry, ctx_.now_s)) {
-      if (!ct.update(*ref.entry, ref.dir, tcp_flags[k], ctx_.now_s)) {
-        burst.drop(i, DropReason::ConntrackInvalid);
+      if (const auto verdict = ct.update(*ref.entry, ref.dir, segments[k], ctx_.now_s);
+          verdict != Conntrack::Verdict::Accept) {
+        burst.drop(i, drop_reason_of(verdict));
         continue;
       }
       if (ref.entry->flags.load(std::memory_order_relaxed) & (kFlowDnat | kFlowSnat)) translate(m, *ref.entry, ref.dir);
@@ -276,8 +315,9 @@ void ServiceNat::translate_flows(Burst& burst, const FlowKey* keys, const uint8_
     ct.lookup_bulk(&key, 1, &again);
     if (again.entry != nullptr && !again.entry->has(kFlowDying) &&
         seconds_since(ctx_.now_s, again.entry->created_s) == 0 && !ct.expired(*again.entry, ctx_.now_s)) {
-      if (!ct.update(*again.entry, again.dir, tcp_flags[k], ctx_.now_s)) {
-        burst.drop(i, DropReason::ConntrackInvalid);
+      if (const auto verdict = ct.update(*again.entry, again.dir, segments[k], ctx_.now_s);
+          verdict != Conntrack::Verdict::Accept) {
+        burst.drop(i, drop_reason_of(verdict));
         continue;
       }
       if (again.entry->flags.load(std::memory_order_relaxed) & (kFlowDnat | kFlowSnat))
@@ -306,8 +346,9 @@ void ServiceNat::translate_flows(Burst& burst, const FlowKey* keys, const uint8_
       // (without NAT), so the pods' answers are known as replies and never
       // taken for new egress to masquerade.
       if (tables.config.nat.masquerade_egress && node.pod_cidr.contains(dst) && !node.cluster_cidr.contains(src) &&
-          (key.proto != IPPROTO_TCP || tcp_opens_flow(tcp_flags[k])) &&
-          ct.create(key, key.reversed(), 0, kNoService, ctx_.now_s, TcpState::SynSent) != nullptr)
+          (key.proto != IPPROTO_TCP || tcp_opens_flow(segments[k].flags)) &&
+          ct.create(key, key.reversed(), 0, kNoService, ctx_.now_s, TcpState::SynSent, nullptr, &segments[k]) !=
+              nullptr)
         md.flags |= kFlagNatDone;
       burst.send(i, StageId::Router);  // plain forwarding; egress masquerade after routing
       continue;
@@ -332,7 +373,7 @@ void ServiceNat::translate_flows(Burst& burst, const FlowKey* keys, const uint8_
       }
       continue;
     }
-    if (key.proto == IPPROTO_TCP && !tcp_opens_flow(tcp_flags[k])) {
+    if (key.proto == IPPROTO_TCP && !tcp_opens_flow(segments[k].flags)) {
       burst.drop(i, DropReason::ConntrackInvalid);  // no mid-stream pickup onto a backend
       continue;
     }
@@ -347,10 +388,10 @@ void ServiceNat::translate_flows(Burst& burst, const FlowKey* keys, const uint8_
     if (masquerade) {
       // MASQUERADE picks the address of the interface the packet leaves by.
       reply.dst_ip = node.pod_cidr.contains(from_be(backend.ip)) ? tables.gateway_ip : tables.node_ip;
-      flow = create_with_snat(ctx_, key, reply, kFlowDnat | kFlowSnat, slot->id, TcpState::SynSent, why);
+      flow = create_with_snat(ctx_, key, reply, kFlowDnat | kFlowSnat, slot->id, segments[k], why);
     } else {
       Conntrack::CreateFailure failure;
-      flow = ct.create(key, reply, kFlowDnat, slot->id, ctx_.now_s, TcpState::SynSent, &failure);
+      flow = ct.create(key, reply, kFlowDnat, slot->id, ctx_.now_s, TcpState::SynSent, &failure, &segments[k]);
       // The same client port already reaches this backend through another
       // frontend: the kernel would pick another source port; kdp refuses.
       if (failure == Conntrack::CreateFailure::ReplyTupleTaken) why = DropReason::ConntrackTupleClash;
@@ -370,8 +411,8 @@ void Masquerade::process(Burst& burst) {
   for (unsigned i = 0; i < burst.n; ++i) {
     rte_mbuf* m = burst.pkts[i];
     FlowKey key;
-    uint8_t tcp_flags;
-    if (!flow_key_of(m, key, tcp_flags)) {
+    TcpSegment seg;
+    if (!flow_key_of(m, key, seg)) {
       // Without ports there is nothing to tell the replies apart by.
       burst.drop(i, DropReason::MasqueradeUnsupported);
       continue;
@@ -380,7 +421,11 @@ void Masquerade::process(Burst& burst) {
     FlowRef again;
     tables.conntrack->lookup_bulk(&key, 1, &again);
     if (again.entry != nullptr && !again.entry->has(kFlowDying) && again.dir == FlowDir::Original) {
-      tables.conntrack->update(*again.entry, again.dir, tcp_flags, ctx_.now_s);
+      if (const auto verdict = tables.conntrack->update(*again.entry, again.dir, seg, ctx_.now_s);
+          verdict != Conntrack::Verdict::Accept) {
+        burst.drop(i, drop_reason_of(verdict));
+        continue;
+      }
       translate(m, *again.entry, FlowDir::Original);
       burst.send(i, StageId::Neighbor);
       continue;
@@ -388,15 +433,14 @@ void Masquerade::process(Burst& burst) {
     // Only a packet that opens a connection starts masquerading: a TCP
     // segment of a connection kdp never saw open (an answer of a pod to a
     // client it did not track) is forwarded as it is.
-    if (key.proto == IPPROTO_TCP && !tcp_opens_flow(tcp_flags)) {
+    if (key.proto == IPPROTO_TCP && !tcp_opens_flow(seg.flags)) {
       burst.send(i, StageId::Neighbor);
       continue;
     }
     FlowKey reply = key.reversed();
     reply.dst_ip = tables.node_ip;
-    const TcpState initial = TcpState::SynSent;
     DropReason why;
-    FlowEntry* flow = create_with_snat(ctx_, key, reply, kFlowSnat, kNoService, initial, why);
+    FlowEntry* flow = create_with_snat(ctx_, key, reply, kFlowSnat, kNoService, seg, why);
     if (flow == nullptr) {
       burst.drop(i, why);
       continue;

@@ -12,14 +12,17 @@ namespace kdp {
 
 namespace {
 
-BackendSet make_set(const std::vector<Backend>& backends) {
+// The Maglev table (251+ slots) only for frontends that use it: at 100k
+// Services it would otherwise be most of their memory and start-up time.
+BackendSet make_set(const std::vector<Backend>& backends, LbAlgorithm lb) {
   BackendSet set;
   std::vector<uint64_t> ids;
+  set.backends.reserve(backends.size());
   for (const auto& b : backends) {
     set.backends.push_back({to_be32(b.ip), to_be16(b.port), b.local});
     ids.push_back(maglev_backend_id(b.ip, b.port));
   }
-  if (!ids.empty()) set.maglev = build_maglev_table(ids, maglev_table_size(ids.size()));
+  if (lb == LbAlgorithm::Maglev && !ids.empty()) set.maglev = build_maglev_table(ids, maglev_table_size(ids.size()));
   return set;
 }
 
@@ -36,11 +39,14 @@ ServiceSnapshot::ServiceSnapshot(const CompiledServices& compiled, uint64_t gene
   params.extra_flag = RTE_HASH_EXTRA_FLAGS_EXT_TABLE;  // filled once, then only read
   hash_ = rte_hash_create(&params);
   if (hash_ == nullptr) throw std::runtime_error("cannot create the service table " + name);
-  if (compiled.entries.size() > 65535) throw std::runtime_error("more than 65535 service frontends");
+  // compile_services and the config loader hold the count to kMaxServiceFrontends.
+  if (compiled.entries.size() > kMaxServiceFrontends)
+    throw std::runtime_error("service table: " + std::to_string(compiled.entries.size()) +
+                             " frontends exceed the maximum of " + std::to_string(kMaxServiceFrontends));
   slots_.reserve(compiled.entries.size());
   for (const auto& e : compiled.entries) {
     ServiceSlot slot;
-    slot.id = static_cast<uint16_t>(slots_.size());
+    slot.id = static_cast<uint32_t>(slots_.size());
     slot.kind = e.kind;
     slot.lb = e.lb;
     slot.empty_external = e.when_empty_external;
@@ -48,8 +54,8 @@ ServiceSnapshot::ServiceSnapshot(const CompiledServices& compiled, uint64_t gene
     slot.masquerade_external = e.masquerade_external;
     slot.masquerade_from_pods = e.masquerade_from_pods;
     slot.affinity_timeout_s = e.affinity ? e.affinity_timeout_s : 0;
-    slot.external = make_set(e.backends);
-    slot.from_pods = make_set(e.backends_from_pods);
+    slot.external = make_set(e.backends, e.lb);
+    slot.from_pods = make_set(e.backends_from_pods, e.lb);
     slot.source_ranges = e.source_ranges;
     slot.name = e.service + (e.port_name.empty() ? "" : ":" + e.port_name) + " " + e.key().to_string();
     const ServiceWireKey key{to_be32(e.vip), to_be16(e.port), static_cast<uint8_t>(e.proto), 0};

@@ -36,7 +36,7 @@ struct BackendSet {
 };
 
 struct ServiceSlot {
-  uint16_t id = 0;
+  uint32_t id = 0;  // index in slots(); FlowEntry::service of its flows
   FrontendKind kind = FrontendKind::ClusterIP;
   LbAlgorithm lb = LbAlgorithm::Random;
   ServiceEntry::Empty empty_external = ServiceEntry::Empty::Reject;
@@ -61,7 +61,7 @@ class ServiceSnapshot {
   void lookup_bulk(const ServiceWireKey* keys, unsigned n, const ServiceSlot** found) const;
   bool is_cluster_ip(Ipv4 ip) const;
   // Round-robin position for a slot (shared by workers; relaxed).
-  uint32_t next_round_robin(uint16_t id) const { return rr_[id].fetch_add(1, std::memory_order_relaxed); }
+  uint32_t next_round_robin(uint32_t id) const { return rr_[id].fetch_add(1, std::memory_order_relaxed); }
   const std::vector<ServiceSlot>& slots() const { return slots_; }
   const CompiledServices& compiled() const { return compiled_; }
 

@@ -1,6 +1,7 @@
 // Connection tracking: every TCP transition, timeouts per state class,
-// lookups from both directions, expiry, the full-table policy and reply
-// tuple collisions. Runs in the dataplane test binary (it owns the EAL).
+// lookups from both directions, expiry, the full-table policy, reply
+// tuple collisions and TCP window tracking. Runs in the dataplane test
+// binary (it owns the EAL).
 #include <gtest/gtest.h>
 
 #include <rte_ip.h>
@@ -93,6 +94,13 @@ class ConntrackTest : public ::testing::Test {
   Rcu rcu{4};  // no worker registered: grace periods end at once
   std::unique_ptr<Conntrack> ct = std::make_unique<Conntrack>(64, test_timeouts(), rcu);
 
+  // A packet with these flags and nothing else: on the flows below, made
+  // without their SYN (liberal), only the flags count.
+  bool update(FlowEntry& e, FlowDir dir, uint8_t flags, uint32_t now) {
+    TcpSegment segment;
+    segment.flags = flags;
+    return ct->update(e, dir, segment, now) == Conntrack::Verdict::Accept;
+  }
   FlowRef find(const FlowKey& k) {
     FlowRef r;
     ct->lookup_bulk(&k, 1, &r);
@@ -123,17 +131,17 @@ TEST_F(ConntrackTest, FoundFromBothDirections) {
 
 TEST_F(ConntrackTest, HandshakeAndCloseThroughUpdate) {
   FlowEntry* e = dnat_flow(40000);
-  ASSERT_TRUE(ct->update(*e, R, SYN | ACK, 1000));
-  ASSERT_TRUE(ct->update(*e, O, ACK, 1000));
+  ASSERT_TRUE(update(*e, R, SYN | ACK, 1000));
+  ASSERT_TRUE(update(*e, O, ACK, 1000));
   EXPECT_EQ(e->state(), TcpState::Established);
   EXPECT_TRUE(e->has(kFlowReplied));
-  EXPECT_FALSE(ct->update(*e, O, SYN, 1001)) << "SYN on an established flow is INVALID";
+  EXPECT_FALSE(update(*e, O, SYN, 1001)) << "SYN on an established flow is INVALID";
   EXPECT_EQ(e->state(), TcpState::Established) << "an INVALID packet does not advance state";
-  ASSERT_TRUE(ct->update(*e, R, FIN | ACK, 1002));  // server closes first
+  ASSERT_TRUE(update(*e, R, FIN | ACK, 1002));  // server closes first
   EXPECT_TRUE(e->has(kFlowFinReply));
-  ASSERT_TRUE(ct->update(*e, O, FIN | ACK, 1002));
+  ASSERT_TRUE(update(*e, O, FIN | ACK, 1002));
   EXPECT_EQ(e->state(), TcpState::LastAck);
-  ASSERT_TRUE(ct->update(*e, R, ACK, 1003));
+  ASSERT_TRUE(update(*e, R, ACK, 1003));
   EXPECT_EQ(e->state(), TcpState::TimeWait);
   EXPECT_EQ(e->last_seen_s.load(), 1003u);
 }
@@ -141,13 +149,13 @@ TEST_F(ConntrackTest, HandshakeAndCloseThroughUpdate) {
 TEST_F(ConntrackTest, TimeoutPerStateClass) {
   FlowEntry* tcp = dnat_flow(40000, 1000);
   EXPECT_EQ(ct->timeout_of(*tcp), 120u);  // SYN_SENT
-  ct->update(*tcp, R, SYN | ACK, 1000);
-  ct->update(*tcp, O, ACK, 1000);
+  update(*tcp, R, SYN | ACK, 1000);
+  update(*tcp, O, ACK, 1000);
   EXPECT_EQ(ct->timeout_of(*tcp), 86400u);
   FlowEntry* udp = ct->create(udp_key(kClient, 5000, kVip, 53), udp_key(kBackend, 53, kClient, 5000), kFlowDnat, 1, 1000);
   ASSERT_NE(udp, nullptr);
   EXPECT_EQ(ct->timeout_of(*udp), 30u) << "unreplied UDP";
-  ct->update(*udp, R, 0, 1000);
+  update(*udp, R, 0, 1000);
   EXPECT_EQ(ct->timeout_of(*udp), 120u) << "replied UDP";
   EXPECT_FALSE(ct->expired(*udp, 1119));
   EXPECT_TRUE(ct->expired(*udp, 1120));
@@ -215,8 +223,8 @@ TEST_F(ConntrackTest, FullTableEvictsEmbryonicNeverEstablished) {
   for (uint16_t p = 0; p < 32; ++p) {
     FlowEntry* e = dnat_flow(42000 + p);
     ASSERT_NE(e, nullptr);
-    ct->update(*e, R, SYN | ACK, 1000);
-    ct->update(*e, O, ACK, 1000);
+    update(*e, R, SYN | ACK, 1000);
+    update(*e, O, ACK, 1000);
   }
   for (uint16_t p = 0; p < 32; ++p) ASSERT_NE(dnat_flow(43000 + p), nullptr);
   EXPECT_EQ(ct->size(), 64u);
@@ -279,6 +287,205 @@ TEST_F(ConntrackTest, EntryReusedOnlyAfterGracePeriod) {
   EXPECT_EQ(worker_rcu.reclaim(), 1u);
   EXPECT_NE(table.create(tcp_key(kClient, 9, kVip, 80), tcp_key(kBackend, 8080, kClient, 9), 0, 1, 5000), nullptr);
 }
+
+// ---- TCP window tracking ---------------------------------------------------------
+
+namespace window {
+
+constexpr uint32_t kClientIsn = 1000, kServerIsn = 5000000;
+constexpr auto Accept = Conntrack::Verdict::Accept;
+constexpr auto OutOfWindow = Conntrack::Verdict::OutOfWindow;
+
+TcpSegment seg(uint8_t flags, uint32_t seq, uint32_t ack, uint16_t window, uint32_t payload = 0, int8_t wscale = -1) {
+  TcpSegment s;
+  s.flags = flags;
+  s.seq = seq;
+  s.ack = ack;
+  s.window = window;
+  s.payload = payload;
+  s.wscale = wscale;
+  return s;
+}
+
+// As Linux opens a connection: both sides offer scale 7; the windows after
+// the handshake are 502 and 509 units (64,256 and 65,152 bytes).
+class TcpWindowTest : public ConntrackTest {
+ protected:
+  FlowEntry* open(int8_t client_scale = 7, int8_t server_scale = 7) {
+    const TcpSegment syn = seg(SYN, kClientIsn, 0, 64240, 0, client_scale);
+    FlowEntry* e = ct->create(tcp_key(kClient, 40000, kVip, 80), tcp_key(kBackend, 8080, kClient, 40000), kFlowDnat,
+                              7, 1000, TcpState::SynSent, nullptr, &syn);
+    if (e == nullptr) return nullptr;
+    EXPECT_EQ(ct->update(*e, R, seg(SYN | ACK, kServerIsn, kClientIsn + 1, 65160, 0, server_scale), 1000), Accept);
+    EXPECT_EQ(ct->update(*e, O, seg(ACK, kClientIsn + 1, kServerIsn + 1, 502), 1000), Accept);
+    EXPECT_EQ(e->state(), TcpState::Established);
+    return e;
+  }
+  // What a dropped packet must leave alone.
+  struct Snapshot {
+    uint8_t state;
+    uint32_t last_seen, end[2], maxend[2], maxwin[2];
+    bool operator==(const Snapshot&) const = default;
+  };
+  static Snapshot snapshot(const FlowEntry& e) {
+    Snapshot s{e.tcp_state.load(), e.last_seen_s.load(), {}, {}, {}};
+    for (int d = 0; d < 2; ++d) {
+      s.end[d] = e.window[d].end.load();
+      s.maxend[d] = e.window[d].maxend.load();
+      s.maxwin[d] = e.window[d].maxwin.load();
+    }
+    return s;
+  }
+};
+
+TEST_F(TcpWindowTest, HandshakeSetsBothWindows) {
+  FlowEntry* e = open();
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(e->window_flags.load() & kWindowLiberal, 0) << "a flow opened by its SYN is tracked strictly";
+  EXPECT_EQ(e->window[0].end.load(), kClientIsn + 1);
+  EXPECT_EQ(e->window[1].end.load(), kServerIsn + 1);
+  EXPECT_EQ(e->window[0].maxwin.load(), 64256u) << "502 << 7 (the SYN's own 64,240 is smaller)";
+  EXPECT_EQ(e->window[1].maxwin.load(), 65160u) << "a SYN's window is never scaled";
+  EXPECT_EQ(e->window[1].maxend.load(), kServerIsn + 1 + 64256) << "the client's ACK allows the server 64,256 bytes";
+  EXPECT_EQ(e->window[0].maxend.load(), kClientIsn + 1 + 65160);
+}
+
+TEST_F(TcpWindowTest, InWindowDataBothWaysPasses) {
+  FlowEntry* e = open();
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(ct->update(*e, O, seg(ACK, kClientIsn + 1, kServerIsn + 1, 502, 1448), 1001), Accept);
+  EXPECT_EQ(ct->update(*e, R, seg(ACK, kServerIsn + 1, kClientIsn + 1449, 509, 1448), 1001), Accept);
+  EXPECT_EQ(ct->update(*e, O, seg(ACK, kClientIsn + 1449, kServerIsn + 1449, 502), 1002), Accept);
+  // A retransmission of the first segment is still in window.
+  EXPECT_EQ(ct->update(*e, O, seg(ACK, kClientIsn + 1, kServerIsn + 1449, 502, 1448), 1002), Accept);
+  EXPECT_EQ(e->window[0].end.load(), kClientIsn + 1449);
+  EXPECT_EQ(e->last_seen_s.load(), 1002u);
+}
+
+TEST_F(TcpWindowTest, SequenceOutOfWindowIsDroppedAndChangesNothing) {
+  FlowEntry* e = open();
+  ASSERT_NE(e, nullptr);
+  const Snapshot before = snapshot(*e);
+  // Beyond what the server allowed (65,160 bytes past the client's end).
+  EXPECT_EQ(ct->update(*e, O, seg(ACK, kClientIsn + 1 + 70000, kServerIsn + 1, 502, 100), 1005), OutOfWindow);
+  // Far behind the server's window: data long since acknowledged.
+  EXPECT_EQ(ct->update(*e, O, seg(ACK, kClientIsn - 200000, kServerIsn + 1, 502, 100), 1005), OutOfWindow);
+  // A FIN out of window does not close.
+  EXPECT_EQ(ct->update(*e, O, seg(FIN | ACK, kClientIsn + 1 + 1000000, kServerIsn + 1, 502), 1005), OutOfWindow);
+  EXPECT_EQ(snapshot(*e), before) << "no state, window or timeout change";
+  EXPECT_EQ(ct->update(*e, O, seg(ACK, kClientIsn + 1, kServerIsn + 1, 502, 100), 1006), Accept);
+}
+
+TEST_F(TcpWindowTest, AckOfUnsentOrAncientDataIsDropped) {
+  FlowEntry* e = open();
+  ASSERT_NE(e, nullptr);
+  const Snapshot before = snapshot(*e);
+  EXPECT_EQ(ct->update(*e, O, seg(ACK, kClientIsn + 1, kServerIsn + 1 + 10, 502), 1005), OutOfWindow)
+      << "acknowledges 10 bytes the server never sent";
+  EXPECT_EQ(ct->update(*e, R, seg(ACK, kServerIsn + 1, kClientIsn + 1 - 100000, 509), 1005), OutOfWindow)
+      << "acknowledges nothing later than 100,000 bytes before the client's start";
+  EXPECT_EQ(snapshot(*e), before);
+}
+
+TEST_F(TcpWindowTest, WindowScaleCountsOnlyWhenBothSidesOfferIt) {
+  // Scaled: the server's 1,000 units are 128,000 bytes, so the client may
+  // send 100,000 bytes ahead.
+  FlowEntry* e = open(7, 7);
+  ASSERT_NE(e, nullptr);
+  ASSERT_EQ(ct->update(*e, R, seg(ACK, kServerIsn + 1, kClientIsn + 1, 1000), 1001), Accept);
+  EXPECT_EQ(e->window[0].maxend.load(), kClientIsn + 1 + 128000);
+  EXPECT_EQ(ct->update(*e, O, seg(ACK, kClientIsn + 1 + 100000, kServerIsn + 1, 502, 1000), 1001), Accept);
+  ct->remove_if([](const FlowEntry&) { return true; });
+  rcu.reclaim();
+
+  // The server offered none: no scaling either way (RFC 7323), so 1,000 is
+  // 1,000 bytes and the same segment lies beyond the window.
+  e = open(7, -1);
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(e->window_scales.load(), 0);
+  ASSERT_EQ(ct->update(*e, R, seg(ACK, kServerIsn + 1, kClientIsn + 1, 1000), 1001), Accept);
+  EXPECT_EQ(ct->update(*e, O, seg(ACK, kClientIsn + 1 + 100000, kServerIsn + 1, 502, 1000), 1001), OutOfWindow);
+}
+
+TEST_F(TcpWindowTest, ResetClosesOnlyInWindow) {
+  FlowEntry* e = open();
+  ASSERT_NE(e, nullptr);
+  const Snapshot before = snapshot(*e);
+  EXPECT_EQ(ct->update(*e, R, seg(RST, kServerIsn + 1 + 3000000, 0, 0), 1005), OutOfWindow)
+      << "a blind reset with a guessed sequence number";
+  EXPECT_EQ(ct->update(*e, O, seg(RST | ACK, kClientIsn - 3000000, kServerIsn + 1, 0), 1005), OutOfWindow);
+  EXPECT_EQ(snapshot(*e), before) << "the flow stays established";
+  EXPECT_EQ(ct->update(*e, R, seg(RST, kServerIsn + 1, 0, 0), 1006), Accept);
+  EXPECT_EQ(e->state(), TcpState::Close);
+}
+
+TEST_F(TcpWindowTest, ResetAnsweringTheSynIsAccepted) {
+  // A closed port: Linux answers the SYN with RST+ACK, sequence 0.
+  const TcpSegment syn = seg(SYN, kClientIsn, 0, 64240, 0, 7);
+  FlowEntry* e = ct->create(tcp_key(kClient, 40000, kVip, 80), tcp_key(kBackend, 8080, kClient, 40000), kFlowDnat, 7,
+                            1000, TcpState::SynSent, nullptr, &syn);
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(ct->update(*e, R, seg(RST | ACK, 0, kClientIsn + 10, 0), 1000), OutOfWindow)
+      << "acknowledges more than the SYN";
+  EXPECT_EQ(ct->update(*e, R, seg(RST | ACK, 0, kClientIsn + 1, 0), 1000), Accept);
+  EXPECT_EQ(e->state(), TcpState::Close);
+}
+
+TEST_F(TcpWindowTest, SynRetransmitsAndRestarts) {
+  const TcpSegment syn = seg(SYN, kClientIsn, 0, 64240, 0, 7);
+  FlowEntry* e = ct->create(tcp_key(kClient, 40000, kVip, 80), tcp_key(kBackend, 8080, kClient, 40000), kFlowDnat, 7,
+                            1000, TcpState::SynSent, nullptr, &syn);
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(ct->update(*e, O, syn, 1001), Accept) << "the same SYN again";
+  EXPECT_EQ(e->state(), TcpState::SynSent);
+  // The client gave up and started over with a new ISN on the same ports.
+  constexpr uint32_t kNewIsn = kClientIsn + 2000000;
+  EXPECT_EQ(ct->update(*e, O, seg(SYN, kNewIsn, 0, 64240, 0, 7), 1003), Accept);
+  EXPECT_EQ(e->window[0].end.load(), kNewIsn + 1);
+  EXPECT_EQ(ct->update(*e, R, seg(SYN | ACK, kServerIsn, kClientIsn + 1, 65160, 0, 7), 1003), OutOfWindow)
+      << "a late SYN+ACK for the first attempt";
+  EXPECT_EQ(ct->update(*e, R, seg(SYN | ACK, kServerIsn, kNewIsn + 1, 65160, 0, 7), 1003), Accept);
+  EXPECT_EQ(ct->update(*e, R, seg(SYN | ACK, kServerIsn, kNewIsn + 1, 65160, 0, 7), 1004), Accept)
+      << "a retransmitted SYN+ACK";
+  EXPECT_EQ(e->state(), TcpState::SynRecv);
+}
+
+TEST_F(TcpWindowTest, ClosedFlowReopenedBySynStartsAfresh) {
+  FlowEntry* e = open();
+  ASSERT_NE(e, nullptr);
+  ASSERT_EQ(ct->update(*e, O, seg(RST, kClientIsn + 1, 0, 0), 1001), Accept);
+  ASSERT_EQ(e->state(), TcpState::Close);
+  constexpr uint32_t kOtherIsn = 3000000000u;  // unrelated to the old sequence space
+  EXPECT_EQ(ct->update(*e, O, seg(SYN, kOtherIsn, 0, 64240, 0, 7), 1002), Accept);
+  EXPECT_EQ(ct->update(*e, R, seg(SYN | ACK, 77, kOtherIsn + 1, 65160, 0, 7), 1002), Accept);
+  EXPECT_EQ(ct->update(*e, O, seg(ACK, kOtherIsn + 1, 78, 502), 1002), Accept);
+  EXPECT_EQ(e->state(), TcpState::Established);
+}
+
+TEST_F(TcpWindowTest, FlowPickedUpWithoutItsSynIsLiberal) {
+  // Made from a mid-stream segment (no SYN to learn the window scale from).
+  FlowEntry* e = ct->create(tcp_key(kClient, 40000, kVip, 80), tcp_key(kBackend, 8080, kClient, 40000), kFlowDnat, 7,
+                            1000, TcpState::Established);
+  ASSERT_NE(e, nullptr);
+  EXPECT_NE(e->window_flags.load() & kWindowLiberal, 0);
+  EXPECT_EQ(ct->update(*e, O, seg(ACK, 123456, 987654, 502, 100), 1000), Accept);
+  EXPECT_EQ(ct->update(*e, R, seg(ACK, 987654, 123556, 509, 1448), 1000), Accept);
+  // Both directions seen, yet a scaled window (unknown here) may carry the
+  // sender far past what 502 bytes would allow: still accepted.
+  EXPECT_EQ(ct->update(*e, O, seg(ACK, 123556 + 60000, 987654 + 1448, 502, 1448), 1001), Accept);
+  EXPECT_EQ(ct->update(*e, O, seg(ACK, 7, 7, 502, 1448), 1001), Accept) << "liberal: even far out of window";
+  EXPECT_EQ(e->state(), TcpState::Established);
+  EXPECT_EQ(ct->update(*e, O, seg(SYN, 5, 0, 502), 1001), Conntrack::Verdict::Invalid) << "flags are still checked";
+}
+
+TEST_F(TcpWindowTest, ZeroWindowStillAdmitsAProbe) {
+  FlowEntry* e = open();
+  ASSERT_NE(e, nullptr);
+  ASSERT_EQ(ct->update(*e, R, seg(ACK, kServerIsn + 1, kClientIsn + 1, 0), 1001), Accept);  // window closed
+  EXPECT_EQ(ct->update(*e, O, seg(ACK, kClientIsn + 1, kServerIsn + 1, 502, 1), 1002), Accept) << "one-byte probe";
+}
+
+}  // namespace window
 
 }  // namespace
 }  // namespace kdp

@@ -1,9 +1,11 @@
 // NAT rewrites and SNAT port allocation: incremental checksum updates
-// checked against a from-scratch computation on random packets, and the
-// per-worker SNAT range running out for one destination.
+// checked against a from-scratch computation on random packets, the
+// per-worker SNAT range running out for one destination, and a Service
+// table past 16-bit frontend ids.
 #include <random>
 
 #include "nat/rewrite.h"
+#include "nat/service_table.h"
 #include "tests/unit/dataplane_fixture.h"
 
 namespace kdp::test {
@@ -112,6 +114,76 @@ TEST_F(SnatExhaustionTest, TwoPortsServeTwoFlowsPerDestination) {
   EXPECT_EQ(source_port(out[0]), 40000);
   EXPECT_EQ(tables->conntrack->size(), 3u);
   EXPECT_EQ(tables->conntrack->counters().collisions.load(), 16u) << "the third flow tried both ports 16 times";
+}
+
+// ---- many Services ------------------------------------------------------------
+
+// 70,001 ClusterIP Services, one port and one remote endpoint each: more
+// frontends than a 16-bit id could name.
+class ManyServicesTest : public DataplaneTest {
+ protected:
+  static constexpr uint32_t kServices = 70001;
+  static Ipv4 vip(uint32_t i) { return (Ipv4{10} << 24 | Ipv4{96} << 16) + 1 + i; }
+  static Ipv4 endpoint(uint32_t i) { return (Ipv4{10} << 24 | Ipv4{244} << 16 | Ipv4{2} << 8) + 2 + i % 250; }
+
+  CompiledServices compile_many() const {
+    Config many = *config;
+    many.services.reserve(kServices);
+    for (uint32_t i = 0; i < kServices; ++i) {
+      ServiceConfig service;
+      service.name = "default/s" + std::to_string(i);
+      service.cluster_ip = vip(i);
+      service.ports.push_back({.name = "", .protocol = L4Proto::Tcp, .port = 80, .target_port = 8080});
+      service.endpoints.push_back({.ip = endpoint(i), .node = "node-b"});
+      many.services.push_back(std::move(service));
+    }
+    return compile_services(many);
+  }
+};
+
+TEST_F(ManyServicesTest, SnapshotPastSixteenBitIdsFindsTheLastFrontend) {
+  const CompiledServices compiled = compile_many();
+  ASSERT_EQ(compiled.entries.size(), kServices);
+  ServiceSnapshot snapshot(compiled, 1000);
+  ASSERT_EQ(snapshot.slots().size(), kServices);
+  // Entries are sorted by key, so the highest VIP is the last slot.
+  const ServiceWireKey keys[] = {{to_be32(vip(kServices - 1)), to_be16(80), IPPROTO_TCP, 0},
+                                 {to_be32(vip(70000 - 1)), to_be16(80), IPPROTO_TCP, 0},
+                                 {to_be32(vip(kServices)), to_be16(80), IPPROTO_TCP, 0}};
+  const ServiceSlot* found[3];
+  snapshot.lookup_bulk(keys, 3, found);
+  ASSERT_NE(found[0], nullptr);
+  EXPECT_EQ(found[0]->id, kServices - 1);
+  EXPECT_EQ(found[0]->name, "default/s70000 10.97.17.113:80/TCP");
+  ASSERT_NE(found[1], nullptr);
+  EXPECT_EQ(found[1]->id, 69999u);
+  EXPECT_EQ(found[2], nullptr) << "one past the last VIP";
+  EXPECT_EQ(snapshot.next_round_robin(kServices - 1), 0u);
+  EXPECT_EQ(snapshot.next_round_robin(kServices - 1), 1u);
+}
+
+TEST_F(ManyServicesTest, FlowToFrontend70000IsTranslatedAndRemembersItsService) {
+  tables->publish_services(std::make_unique<ServiceSnapshot>(compile_many(), tables->next_service_generation()));
+  // Frontend #70,000 (1-based): slot id 69,999.
+  const uint32_t index = 69999;
+  Bytes segment = tcp(40000, 80, {});
+  segment[13] = 0x02;  // SYN
+  send_and_poll(kPod0, ipv4_frame(kGatewayMac, kPodMac,
+                                  {.src = kPodIp, .dst = to_be32(vip(index)), .proto = IPPROTO_TCP}, segment));
+  std::vector<Bytes> out = sent(kUp);
+  ASSERT_EQ(out.size(), 1u) << "drops: " << total_drops();
+  EXPECT_EQ(ip_str_raw(ip_of(out[0]).dst_addr), ip_str(to_be32(endpoint(index))));
+  EXPECT_EQ(rte_be_to_cpu_16(*reinterpret_cast<const uint16_t*>(l4_of(out[0]) + 2)), 8080);
+  EXPECT_EQ(rte_ipv4_udptcp_cksum_verify(&ip_of(out[0]), l4_of(out[0])), 0) << "TCP checksum";
+  uint32_t service = 0;
+  unsigned flows = 0;
+  tables->conntrack->for_each([&](const FlowEntry& e) {
+    service = e.service;
+    ++flows;
+  });
+  ASSERT_EQ(flows, 1u);
+  EXPECT_EQ(service, index);
+  EXPECT_EQ(tables->services()->slots()[service].name, "default/s69999 10.97.17.112:80/TCP");
 }
 
 }  // namespace

@@ -547,12 +547,6 @@ class Bench:
                       note="Mpps = new connections/s (millions)")
         self.scenario("memif", "SNAT egress (masquerade), 1,024 flows", "kdp", self.kdp_snat)
         for n in ((10,) if smoke else (10, 1000, 10000, 100000)):
-            if n > 10000 and not self.args.services_100k:
-                if self.selected("Services"):
-                    self.rows.append(Row("memif", f"DNAT vs Services: {n:,} Services", "kdp", error=(
-                        "kdp start-up: ctrl/config.cc read_services checks every endpoint against every "
-                        "Service, O(endpoints x Services), over 2 min at 100k; --services-100k tries it")))
-                continue
             self.scenario("memif", f"DNAT vs Services: {n:,} Services", "kdp", lambda n=n: self.kdp_services(n),
                           note=f"4,096 flows over {min(n, MAX_DSTS)} Services")
         veth = [s for s in ("veth",) if self.selected("veth")]
@@ -758,7 +752,6 @@ def main():
     ap.add_argument("--workers", type=int, default=1, help="DUT worker cores (CPUs 1..N); the generator keeps CPU 0")
     ap.add_argument("--duration", type=float, default=5.0, help="seconds per measured run (default 5)")
     ap.add_argument("--only", action="append", default=[], help="run the scenarios whose name contains this")
-    ap.add_argument("--services-100k", action="store_true", help="also try 100k Services (slow kdp start-up)")
     ap.add_argument("--out", help="also write the markdown table to this file")
     args = ap.parse_args()
     if os.geteuid() != 0:
