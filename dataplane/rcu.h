@@ -35,6 +35,11 @@ class Rcu {
   // Blocks until every pending callback has run (shutdown, tests).
   void drain();
   size_t pending() const { return pending_.size(); }
+  // A grace period that starts now, and whether it has ended: every worker
+  // online now has since passed a quiescent point (so none still holds a
+  // table pointer read before the call).
+  uint64_t start_grace() { return rte_rcu_qsbr_start(qsbr_); }
+  bool grace_ended(uint64_t token) const { return rte_rcu_qsbr_check(qsbr_, token, false) == 1; }
 
  private:
   struct Retired {
