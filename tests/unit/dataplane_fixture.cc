@@ -1,14 +1,8 @@
 #include "tests/unit/dataplane_fixture.h"
 
-#include <rte_eal.h>
-#include <rte_eth_ring.h>
-#include <rte_ethdev.h>
 #include <rte_mbuf.h>
-#include <unistd.h>
 
-#include <cstdio>
 #include <cstring>
-#include <filesystem>
 #include <stdexcept>
 
 namespace kdp::test {
@@ -158,56 +152,13 @@ DpdkPorts g_dpdk;
 class DpdkEnvironment final : public ::testing::Environment {
  public:
   void SetUp() override {
-    const std::string prefix = "kdp-unit-" + std::to_string(getpid());
-    std::vector<std::string> args = {"dataplane_test", "--no-huge",  "-m", "256", "--no-pci", "--file-prefix",
-                                     prefix,           "--log-level=error", "-l", "0"};
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    if (rte_eal_init(static_cast<int>(argv.size()), argv.data()) < 0) {
-      std::fprintf(stderr, "rte_eal_init failed: %s\n", rte_strerror(rte_errno));
-      std::abort();
-    }
-    // No per-lcore cache: rte_mempool_avail_count is exact, so TearDown can
-    // check that every mbuf came back.
-    g_dpdk.pool = rte_pktmbuf_pool_create("unit_mbufs", 4095, 0, kMbufPrivSize, RTE_MBUF_DEFAULT_BUF_SIZE,
-                                          SOCKET_ID_ANY);
-    if (g_dpdk.pool == nullptr) fail("rte_pktmbuf_pool_create");
-    for (unsigned i = 0; i < kPortCount; ++i) {
-      const std::string n = std::to_string(i);
-      g_dpdk.rx[i] = rte_ring_create(("unit_rx" + n).c_str(), 1024, SOCKET_ID_ANY, RING_F_SP_ENQ | RING_F_SC_DEQ);
-      g_dpdk.tx[i] = rte_ring_create(("unit_tx" + n).c_str(), 1024, SOCKET_ID_ANY, RING_F_SP_ENQ | RING_F_SC_DEQ);
-      if (g_dpdk.rx[i] == nullptr || g_dpdk.tx[i] == nullptr) fail("rte_ring_create");
-      const int id = rte_eth_from_rings(("unit_port" + n).c_str(), &g_dpdk.rx[i], 1, &g_dpdk.tx[i], 1, SOCKET_ID_ANY);
-      if (id < 0) fail("rte_eth_from_rings");
-      g_dpdk.dpdk_id[i] = static_cast<uint16_t>(id);
-      rte_eth_conf conf{};
-      if (rte_eth_dev_configure(g_dpdk.dpdk_id[i], 1, 1, &conf) != 0) fail("rte_eth_dev_configure");
-      if (rte_eth_rx_queue_setup(g_dpdk.dpdk_id[i], 0, 1024, SOCKET_ID_ANY, nullptr, g_dpdk.pool) != 0)
-        fail("rte_eth_rx_queue_setup");
-      if (rte_eth_tx_queue_setup(g_dpdk.dpdk_id[i], 0, 1024, SOCKET_ID_ANY, nullptr) != 0)
-        fail("rte_eth_tx_queue_setup");
-      if (rte_eth_dev_start(g_dpdk.dpdk_id[i]) != 0) fail("rte_eth_dev_start");
-    }
+    init_test_eal("dataplane_test");
+    g_dpdk = create_ring_ports("unit", kPortCount);
   }
 
   void TearDown() override {
-    for (unsigned i = 0; i < kPortCount; ++i) {
-      rte_eth_dev_stop(g_dpdk.dpdk_id[i]);
-      rte_eth_dev_close(g_dpdk.dpdk_id[i]);
-      rte_ring_free(g_dpdk.rx[i]);
-      rte_ring_free(g_dpdk.tx[i]);
-    }
-    rte_mempool_free(g_dpdk.pool);
-    const std::string runtime_dir = rte_eal_get_runtime_dir();
-    rte_eal_cleanup();
-    std::error_code ignored;
-    std::filesystem::remove_all(runtime_dir, ignored);
-  }
-
- private:
-  [[noreturn]] static void fail(const char* what) {
-    std::fprintf(stderr, "DPDK test environment: %s failed: %s\n", what, rte_strerror(rte_errno));
-    std::abort();
+    destroy_ring_ports(g_dpdk);
+    cleanup_test_eal();
   }
 };
 
@@ -258,11 +209,6 @@ mac = "02:00:00:00:0b:01"
 port = "up0"
 )";
 
-void free_ring(rte_ring* r) {
-  void* m;
-  while (rte_ring_dequeue(r, &m) == 0) rte_pktmbuf_free(static_cast<rte_mbuf*>(m));
-}
-
 }  // namespace
 
 const DpdkPorts& dpdk() { return g_dpdk; }
@@ -273,8 +219,8 @@ void DataplaneTest::SetUp() {
   pool = g_dpdk.pool;
   ASSERT_NE(pool, nullptr);
   for (unsigned i = 0; i < kPortCount; ++i) {
-    free_ring(g_dpdk.rx[i]);
-    free_ring(g_dpdk.tx[i]);
+    drain_ring(g_dpdk.rx[i]);
+    drain_ring(g_dpdk.tx[i]);
   }
   pool_avail_at_start = rte_mempool_avail_count(pool);
 
@@ -282,23 +228,7 @@ void DataplaneTest::SetUp() {
   const std::string default_node_ip = "node_ip = \"192.168.50.10\"";
   text.replace(text.find(default_node_ip), default_node_ip.size(), "node_ip = \"" + node_ip_text() + "\"");
   config = std::make_unique<Config>(parse_config(text + extra_config(), "test.toml"));
-  std::vector<PortInfo> ports;
-  for (unsigned i = 0; i < kPortCount; ++i) {
-    const PortConfig& pc = config->ports.at(i);
-    PortInfo info;
-    info.name = pc.name;
-    info.role = pc.role;
-    info.dpdk_id = g_dpdk.dpdk_id[i];
-    if (pc.role == PortRole::Pod) {
-      info.mac = to_ether(config->node.gateway_mac);
-      info.local_ip = config->node.gateway_ip;
-    } else {
-      info.mac = to_ether(*pc.mac);
-      info.local_ip = config->node.node_ip;
-    }
-    ports.push_back(info);
-  }
-  tables = std::make_unique<NodeTables>(*config, ports, 1);
+  tables = std::make_unique<NodeTables>(*config, ring_port_infos(*config, g_dpdk), 1);
   channels = std::make_unique<WorkerChannels>(0, 1024);
   ctx = std::make_unique<WorkerContext>(0, 0, *tables, *channels);
   ctx->pool = pool;
@@ -321,8 +251,8 @@ void DataplaneTest::TearDown() {
   tables.reset();
   config.reset();
   for (unsigned i = 0; i < kPortCount; ++i) {
-    free_ring(g_dpdk.rx[i]);
-    free_ring(g_dpdk.tx[i]);
+    drain_ring(g_dpdk.rx[i]);
+    drain_ring(g_dpdk.tx[i]);
   }
   EXPECT_EQ(rte_mempool_avail_count(pool), pool_avail_at_start) << "mbufs leaked";
 }

@@ -29,6 +29,7 @@
 #include "dataplane/pipeline.h"
 #include "dataplane/tables.h"
 #include "dataplane/worker.h"
+#include "tests/lib/ring_ports.h"
 
 namespace kdp::test {
 
@@ -109,12 +110,7 @@ inline uint16_t arp_op_of(const Bytes& f) { return rte_be_to_cpu_16(arp_of(f).ar
 
 // ---- the process-wide DPDK environment ---------------------------------------
 
-struct DpdkPorts {
-  rte_mempool* pool = nullptr;
-  uint16_t dpdk_id[kPortCount] = {};
-  rte_ring* rx[kPortCount] = {};  // what the test enqueues, the port receives
-  rte_ring* tx[kPortCount] = {};  // what the port sends, the test dequeues
-};
+using DpdkPorts = RingPorts;
 const DpdkPorts& dpdk();
 
 // ---- the fixture -------------------------------------------------------------
