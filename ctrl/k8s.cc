@@ -70,8 +70,10 @@ class Fields {
     const json* value = find(parent, key);
     if (!value) return std::nullopt;
     if (!value->is_number_integer()) fail(field, "must be an integer");
+    // An unsigned number past INT64_MAX wraps negative, below every min: shown as written.
     const int64_t number = value->get<int64_t>();
-    if (number < min || number > max) fail(field, fmt::format("must be between {} and {}, got {}", min, max, number));
+    if (number < min || number > max)
+      fail(field, fmt::format("must be between {} and {}, got {}", min, max, value->dump()));
     return number;
   }
 
@@ -370,11 +372,17 @@ K8sChange K8sState::apply_object(const json& object, std::string_view default_ki
 }
 
 std::vector<K8sChange> K8sState::apply(const json& document) {
+  // Lists and arrays hold objects, or Lists and arrays of them; a bound on
+  // the nesting keeps this walk's recursion short whatever the input.
+  constexpr size_t kMaxNesting = 16;
   K8sState next = *this;
   std::vector<K8sChange> changes;
-  auto visit = [&](auto& self, const json& value, const std::string& where, std::string_view default_kind) -> void {
+  auto visit = [&](auto& self, const json& value, const std::string& where, std::string_view default_kind,
+                   size_t depth) -> void {
+    if ((value.is_array() || is_list_kind(value)) && depth == kMaxNesting)
+      throw K8sError(fmt::format("{}: Lists and arrays nested more than {} deep", where, kMaxNesting));
     if (value.is_array()) {
-      for (size_t i = 0; i < value.size(); ++i) self(self, value[i], indexed(where, i), default_kind);
+      for (size_t i = 0; i < value.size(); ++i) self(self, value[i], indexed(where, i), default_kind, depth + 1);
       return;
     }
     if (is_list_kind(value)) {
@@ -384,12 +392,12 @@ std::vector<K8sChange> K8sState::apply(const json& document) {
       std::string_view item_kind = kind == "ServiceList"         ? "Service"
                                    : kind == "EndpointSliceList" ? "EndpointSlice"
                                                                  : "";
-      if (items) self(self, *items, fmt::format("{}.items", where), item_kind);
+      if (items) self(self, *items, fmt::format("{}.items", where), item_kind, depth + 1);
       return;
     }
     changes.push_back(next.apply_object(value, default_kind, where));
   };
-  visit(visit, document, "object", "");
+  visit(visit, document, "object", "", 0);
   *this = std::move(next);
   return changes;
 }

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <string>
 
 namespace kdp {
@@ -406,6 +407,8 @@ TEST(K8sTest, MalformedObjectsNameObjectAndField) {
   EXPECT_EQ(error_of(state, two_ports), "Service default/web: spec.ports[1].protocol: unsupported \"SCTPX\"");
   EXPECT_EQ(error_of(state, with(kWebService, [](json& o) { o["spec"]["ports"][0]["port"] = 70000; })),
             "Service default/web: spec.ports[0].port: must be between 1 and 65535, got 70000");
+  EXPECT_EQ(error_of(state, with(kWebService, [](json& o) { o["spec"]["ports"][0]["port"] = UINT64_MAX; })),
+            "Service default/web: spec.ports[0].port: must be between 1 and 65535, got 18446744073709551615");
   EXPECT_EQ(error_of(state, with(kWebService, [](json& o) { o["spec"]["clusterIP"] = "10.96.0.300"; })),
             "Service default/web: spec.clusterIP: not an IP address: \"10.96.0.300\"");
   EXPECT_EQ(error_of(state, with(kWebService, [](json& o) { o["spec"]["type"] = "Magic"; })),
@@ -514,6 +517,23 @@ TEST(K8sTest, DualStackUsesTheIpv4ClusterIp) {
   service["spec"]["clusterIPs"] = {"fd00:10:96::a"};
   EXPECT_EQ(state.apply(service)[0].reason, "no IPv4 cluster IP");
   EXPECT_TRUE(state.render(node()).empty());
+}
+
+// Found by fuzz_k8s: arrays nested a few thousand deep ran K8sState::apply's
+// walk out of stack. Past 16 levels it is an error; real nesting stays well inside.
+TEST(K8sTest, NestingOfListsAndArraysIsBounded) {
+  K8sState state;
+  const size_t depth = 100000;
+  std::string where = "object";
+  for (int i = 0; i < 16; ++i) where += "[0]";
+  EXPECT_EQ(error_of(state, json::parse(std::string(depth, '[') + std::string(depth, ']'))),
+            where + ": Lists and arrays nested more than 16 deep");
+  EXPECT_TRUE(state.services().empty());
+
+  json nested = list({kWebService});
+  for (int i = 0; i < 10; ++i) nested = json::array({nested});
+  state.apply(nested);
+  EXPECT_EQ(state.services().size(), 1u);
 }
 
 }  // namespace
