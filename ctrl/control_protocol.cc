@@ -192,7 +192,18 @@ bool changes_state(std::string_view verb) {
 Request parse_request(std::string_view line) {
   if (!line.empty() && line.back() == '\n') line.remove_suffix(1);
   if (line.size() >= kMaxRequestBytes) fail(fmt::format("request larger than {} bytes", kMaxRequestBytes));
-  json doc = json::parse(line.begin(), line.end(), nullptr, /*allow_exceptions=*/false);
+  // Copying, printing and walking a JSON value recurse once per level: a line
+  // of brackets alone would run the stack out. Refused while parsing, which
+  // does not recurse; a refused request keeps nothing.
+  bool too_deep = false;
+  auto bound_depth = [&](int depth, json::parse_event_t event, json&) {
+    if ((event == json::parse_event_t::object_start || event == json::parse_event_t::array_start) &&
+        depth >= kMaxRequestDepth)
+      too_deep = true;
+    return !too_deep;
+  };
+  json doc = json::parse(line.begin(), line.end(), bound_depth, /*allow_exceptions=*/false);
+  if (too_deep) fail(fmt::format("request nested deeper than {} levels", kMaxRequestDepth));
   if (doc.is_discarded()) fail("request is not valid JSON");
   if (!doc.is_object()) fail("request must be a JSON object {\"verb\": ..., \"args\": {...}}");
   for (const auto& [key, value] : doc.items())

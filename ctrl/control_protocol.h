@@ -10,7 +10,8 @@
 // several requests on one connection. A request line is at most
 // kMaxRequestBytes (64 MiB: a 10k-Service config with its endpoints is
 // about 6 MB) including its newline: a longer one is answered
-// with an error and the connection is closed.
+// with an error and the connection is closed. Its arrays and objects nest at
+// most kMaxRequestDepth (512) deep; Kubernetes objects need a few dozen.
 //
 //   request:  {"verb": "service.list", "args": {...}}     ("args" optional, an object)
 //   reply:    {"ok": true, "result": <any JSON>}
@@ -130,6 +131,7 @@
 namespace kdp::control {
 
 inline constexpr size_t kMaxRequestBytes = size_t{64} << 20;
+inline constexpr int kMaxRequestDepth = 512;
 inline constexpr size_t kDefaultConntrackListLimit = 100;
 inline constexpr size_t kMaxConntrackListLimit = 100000;
 

@@ -120,6 +120,20 @@ TEST(ControlProtocolTest, RequestSizeIsBounded) {
   EXPECT_EQ(reader.next_line(), std::nullopt);  // never resynchronises
 }
 
+// Found by fuzz_control_request: a request of nested brackets overflowed the
+// stack when its args were copied (apply_args) or printed.
+TEST(ControlProtocolTest, NestingIsBounded) {
+  // The request object and its args, then arrays: `levels` containers in all.
+  auto nested = [](size_t levels) {
+    return R"({"verb": "apply", "args": {"k8s": )" + std::string(levels - 2, '[') + std::string(levels - 2, ']') + "}}";
+  };
+  const Request deepest = parse_request(nested(kMaxRequestDepth));
+  EXPECT_EQ(parse_request(request_line(deepest.verb, deepest.args)).args, deepest.args);
+  EXPECT_TRUE(apply_args(deepest).k8s->is_array());
+  EXPECT_EQ(error_of(nested(kMaxRequestDepth + 1)), "request nested deeper than 512 levels");
+  EXPECT_EQ(error_of(nested(100000)), "request nested deeper than 512 levels");
+}
+
 TEST(ControlProtocolTest, LineReaderSplitsFedPieces) {
   LineReader reader;
   const std::string stream = "{\"verb\":\"stats\"}\n{\"verb\":\"port.list\"}\n";
