@@ -25,7 +25,7 @@ void Arp::process(Burst& burst) {
       else burst.drop(i, DropReason::ArpMalformed);
       continue;
     }
-    const PortInfo& port = tables.ports[md.in_port];
+    const PortInfo& port = ctx_.ports->ports[md.in_port];
     const be32 local_ip = to_be32(port.local_ip);
     const be32 sender_ip{arp->arp_data.arp_sip};
     const be32 target_ip{arp->arp_data.arp_tip};

@@ -18,7 +18,7 @@ DropReason spoofing_check(const std::vector<PodIdentity>& pods, rte_mbuf* m) {
   const uint64_t src_mac = mac_to_u64(eth->src_addr);
   const PodIdentity* pod = nullptr;
   for (const auto& p : pods)
-    if (p.mac == src_mac) pod = &p;
+    if (p.mac == src_mac || p.any_mac) pod = &p;
   if (pod == nullptr) return DropReason::SpoofedSourceMac;
   const PacketMeta& md = meta(m);
   if (md.flags & kFlagIpv4) {
@@ -56,7 +56,7 @@ void Bridge::process(Burst& burst) {
     PacketMeta& md = meta(m);
     auto* eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
     const uint16_t in = md.in_port;
-    if (const auto& pods = ctx_.tables.port_pods[in]; !pods.empty()) {
+    if (const auto& pods = ctx_.ports->port_pods[in]; !pods.empty()) {
       if (DropReason spoofed = spoofing_check(pods, m); spoofed != DropReason::Count) {
         burst.drop(i, spoofed);
         continue;

@@ -123,7 +123,7 @@ void Classify::process(Burst& burst) {
       md.flags |= kFlagArp;
     }
 
-    const PortInfo& port = ctx_.tables.ports[md.in_port];
+    const PortInfo& port = ctx_.ports->ports[md.in_port];
     if (port.role == PortRole::Pod) {
       burst.send(i, StageId::Bridge);
       continue;

@@ -57,6 +57,8 @@ unsigned Control::poll() {
 }
 
 void Control::learn_mac(const LearnEvent& ev) {
+  // Seen on a port pod.del has removed since: its entries are gone for good.
+  if (!tables_.port_set()->has(ev.port)) return;
   const FdbKey key = fdb_key(ev.mac);
   if (FdbEntry* e = tables_.fdb.lookup(key)) {
     if (e->is_static) return;
@@ -161,7 +163,7 @@ void Control::send_arp_request(be32 target, uint16_t port, const rte_ether_addr*
     return;
   }
   const bool to_pods = port == kNoPort;
-  const rte_ether_addr& our_mac = to_pods ? tables_.gateway_mac : tables_.ports[port].mac;
+  const rte_ether_addr& our_mac = to_pods ? tables_.gateway_mac : tables_.port_set()->ports[port].mac;
   const be32 our_ip = to_pods ? tables_.gateway_ip : tables_.node_ip;
   rte_ether_addr broadcast;
   memset(broadcast.addr_bytes, 0xff, sizeof broadcast.addr_bytes);
@@ -187,6 +189,7 @@ void Control::inject(rte_mbuf* m) {
 
 void Control::run_timers() {
   const auto& ncfg = tables_.config.neighbor;
+  const PortSet& ports = *tables_.port_set();
   // Unresolved neighbours: retry, then give up on the held packets.
   for (auto it = pending_.begin(); it != pending_.end();) {
     Pending& p = it->second;
@@ -227,7 +230,7 @@ void Control::run_timers() {
     const uint32_t last_used = e.last_used_s.load(std::memory_order_relaxed);
     // Pods are reached through the bridge; others through their uplink.
     const uint16_t arp_port =
-        e.port < tables_.ports.size() && tables_.ports[e.port].role == PortRole::Uplink ? e.port : kNoPort;
+        ports.has(e.port) && ports.ports[e.port].role == PortRole::Uplink ? e.port : kNoPort;
     switch (state) {
       case NeighborState::Reachable:
         if (now_s_ - e.confirmed_s >= ncfg.reachable_s) e.mac_state.store(NeighborEntry::pack(mac, NeighborState::Stale));

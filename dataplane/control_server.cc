@@ -142,7 +142,7 @@ std::vector<NeighborItem> neighbor_items(const Config& c) {
 
 ControlServer::ControlServer(NodeTables& tables, const std::vector<std::unique_ptr<WorkerContext>>& workers,
                              const Control& control, const Config& running)
-    : tables_(tables), workers_(workers), control_(control), desired_(running), base_(running),
+    : tables_(tables), workers_(workers), control_(control), desired_(running), pods_(tables, workers), base_(running),
       own_uid_(::geteuid()) {}
 
 ControlServer::~ControlServer() {
@@ -285,6 +285,9 @@ std::string ControlServer::handle(std::string_view line) {
 
 json ControlServer::dispatch(const control::Request& request) {
   const std::string& verb = request.verb;
+  if (verb == "pod.add") return pods_.add(control::pod_add_args(request));
+  if (verb == "pod.del") return pods_.del(control::pod_del_args(request));
+  if (verb == "pod.list") return pods_.list();
   if (verb == "stats") return collect_stats(tables_, workers_, control_);
   if (verb == "port.list") return list_ports();
   if (verb == "route.list") return list_routes();
@@ -422,18 +425,19 @@ json ControlServer::apply(const Config& next, bool dry_run) {
 }
 
 std::string ControlServer::port_name(uint16_t index) const {
-  return index < tables_.ports.size() ? tables_.ports[index].name : std::string();
+  const PortSet& set = *tables_.port_set();
+  return set.has(index) ? set.ports[index].name : std::string();
 }
 
 json ControlServer::list_ports() const {
   json out = json::array();
-  for (const PortInfo& p : tables_.ports) {
-    const PortConfig* cfg = desired_.find_port(p.name);
+  for (const PortInfo& p : tables_.port_set()->ports) {
+    if (!p.in_use) continue;
     out.push_back({{"name", p.name},
                    {"role", p.role == PortRole::Pod ? "pod" : "uplink"},
                    {"mac", from_ether(p.mac).to_string()},
                    {"dpdk_id", p.dpdk_id},
-                   {"device", cfg ? cfg->device : ""}});
+                   {"device", p.device}});
   }
   return out;
 }

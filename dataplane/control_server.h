@@ -23,6 +23,7 @@
 #include "ctrl/control_protocol.h"
 #include "ctrl/k8s.h"
 #include "dataplane/control.h"
+#include "dataplane/pods.h"
 #include "dataplane/tables.h"
 #include "dataplane/worker.h"
 
@@ -78,6 +79,7 @@ class ControlServer {
   const std::vector<std::unique_ptr<WorkerContext>>& workers_;
   const Control& control_;
   Config desired_;  // the running desired state; replaced on each successful apply
+  PodPorts pods_;   // pod.add, pod.del, pod.list
   Config base_;     // desired_ without the Services k8s_ renders: the last config file applied
   K8sState k8s_;    // the Kubernetes objects applied (apply {k8s}, watch.event)
   std::string path_;

@@ -34,6 +34,7 @@ namespace kdp {
   X(MartianDestination, "martian_destination")                              \
   X(SamePort, "bridge_same_port")                                           \
   X(FloodNoPorts, "flood_no_ports")                                         \
+  X(PortRemoved, "port_removed")         /* pod.del detached its port */    \
   X(TtlExceeded, "ttl_exceeded")                                            \
   X(NoRoute, "no_route")                                                    \
   X(LocalUnhandled, "local_unhandled")                                      \

@@ -40,7 +40,7 @@ bool Icmp::reply_echo(rte_mbuf* m) {
   icmp->icmp_cksum = checksum_replace16(icmp->icmp_cksum, rte_cpu_to_be_16(RTE_IP_ICMP_ECHO_REQUEST << 8),
                      rte_cpu_to_be_16(RTE_IP_ICMP_ECHO_REPLY << 8));
   eth->dst_addr = eth->src_addr;
-  eth->src_addr = ctx_.tables.ports[meta(m).in_port].mac;
+  eth->src_addr = ctx_.ports->ports[meta(m).in_port].mac;
   return true;
 }
 
@@ -65,7 +65,7 @@ IcmpErrorOutcome Icmp::make_error(rte_mbuf* m, be32 source) {
   unsigned quoted = std::min<unsigned>(rte_be_to_cpu_16(ip->total_length), kIcmpErrorMax - kIpLen - kIcmpLen);
   rte_pktmbuf_trim(m, m->data_len - (kEthLen + quoted));
   if (rte_pktmbuf_prepend(m, kIpLen + kIcmpLen) == nullptr) return IcmpErrorOutcome::NoHeadroom;
-  const PortInfo& port = ctx_.tables.ports[md.in_port];
+  const PortInfo& port = ctx_.ports->ports[md.in_port];
   eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
   eth->dst_addr = requester_mac;
   eth->src_addr = port.mac;
@@ -101,7 +101,7 @@ void Icmp::process(Burst& burst) {
     PacketMeta& md = meta(m);
     // Errors about forwarded packets come from the ingress side's address;
     // errors about packets for us, from the address they were sent to.
-    be32 source = to_be32(ctx_.tables.ports[md.in_port].local_ip);
+    be32 source = to_be32(ctx_.ports->ports[md.in_port].local_ip);
     if (md.icmp_from_dst)
       source = load_be32(rte_pktmbuf_mtod_offset(m, uint8_t*, sizeof(rte_ether_hdr) + offsetof(rte_ipv4_hdr, dst_addr)));
     if (md.icmp_type == kIcmpLocalDelivery) {

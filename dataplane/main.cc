@@ -41,10 +41,11 @@ int launch_worker(void* arg) {
   return kdp::worker_main(*launch->ctx, g_stop, launch->idle_sleep_us);
 }
 
-uint64_t total_packets(const std::vector<std::unique_ptr<kdp::WorkerContext>>& workers, size_t ports) {
+// Every port index's counter, so a removed port's packets still count.
+uint64_t total_packets(const std::vector<std::unique_ptr<kdp::WorkerContext>>& workers) {
   uint64_t n = 0;
   for (const auto& w : workers) {
-    for (size_t p = 0; p < ports; ++p) n += w->counters.port[p].rx.get();
+    for (size_t p = 0; p < kdp::kMaxPorts; ++p) n += w->counters.port[p].rx.get();
     n += w->counters.injected.get();
   }
   return n;
@@ -86,7 +87,7 @@ int run(const std::string& config_path, int exit_when_idle_ms, const std::string
   fmt::print(stderr, "kdp: node {} pod_cidr {} gateway {} ({}) node_ip {}\n", config.node.name,
              config.node.pod_cidr.to_string(), ipv4_to_string(config.node.gateway_ip),
              config.node.gateway_mac.to_string(), ipv4_to_string(config.node.node_ip));
-  for (const auto& p : tables->ports) fmt::print(stderr, "kdp: port {}\n", describe_port(p));
+  for (const auto& p : tables->port_set()->ports) fmt::print(stderr, "kdp: port {}\n", describe_port(p));
   fmt::print(stderr, "kdp: control socket {}\n", config.control.socket);
 
   std::signal(SIGINT, on_signal);
@@ -112,7 +113,7 @@ int run(const std::string& config_path, int exit_when_idle_ms, const std::string
     }
     if (exit_when_idle_ms > 0) {
       const uint64_t now_ms = rte_rdtsc() / hz_ms;
-      const uint64_t packets = total_packets(workers, tables->ports.size());
+      const uint64_t packets = total_packets(workers);
       if (packets != last_packets) {
         last_packets = packets;
         last_activity_ms = now_ms;
@@ -128,7 +129,7 @@ int run(const std::string& config_path, int exit_when_idle_ms, const std::string
 
   nlohmann::json stats = collect_stats(*tables, workers, *control);
   rte_pdump_uninit();
-  stop_ports(tables->ports);
+  stop_ports(tables->port_set()->ports);
   fmt::print("{}", format_summary(stats));
   if (!stats_json_path.empty()) {
     std::ofstream out(stats_json_path);

@@ -4,13 +4,21 @@
 namespace kdp {
 
 void Output::send(uint16_t port, rte_mbuf* m) {
+  const PortSet& set = *ctx_.ports;
+  // A port pod.del removed while an FDB entry or a queued packet still named
+  // it: this poll's set no longer has it (and will not flush its buffer).
+  if (unlikely(!set.has(port))) {
+    ctx_.counters.drops[static_cast<unsigned>(DropReason::PortRemoved)].add();
+    rte_pktmbuf_free(m);
+    return;
+  }
   ctx_.counters.port[port].tx.add();
   // Full TX rings are counted by the buffer's error callback (worker.cc).
-  rte_eth_tx_buffer(ctx_.tables.ports[port].dpdk_id, ctx_.queue, ctx_.tx[port], m);
+  rte_eth_tx_buffer(set.ports[port].dpdk_id, ctx_.queue, ctx_.tx[port], m);
 }
 
 void Output::process(Burst& burst) {
-  const auto& pod_ports = ctx_.tables.pod_ports;
+  const auto& pod_ports = ctx_.ports->pod_ports;
   for (unsigned i = 0; i < burst.n; ++i) {
     rte_mbuf* m = burst.pkts[i];
     const PacketMeta& md = meta(m);

@@ -84,7 +84,7 @@ void Router::process(Burst& burst) {
     if (to_pod) md.flags |= kFlagToBridgeNet;
     else md.flags &= ~kFlagToBridgeNet;
     auto* eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
-    eth->src_addr = to_pod ? tables.gateway_mac : tables.ports[hop->port].mac;
+    eth->src_addr = to_pod ? tables.gateway_mac : ctx_.ports->ports[hop->port].mac;
     // New pod traffic leaving the cluster is masqueraded (POSTROUTING).
     const Ipv4 src_ip = rte_be_to_cpu_32(ip->src_addr);
     const auto& nat = tables.config.nat;

@@ -17,14 +17,19 @@ json collect_stats(const NodeTables& tables, const std::vector<std::unique_ptr<W
   json out;
   out["node"] = tables.config.node.name;
   out["ports"] = json::array();
-  for (uint16_t p = 0; p < tables.ports.size(); ++p) {
-    const PortInfo& port = tables.ports[p];
+  const PortSet& set = *tables.port_set();
+  for (uint16_t p : set.active) {
+    const PortInfo& port = set.ports[p];
+    // Counters of a reused index start from what it had when this port got it.
     uint64_t rx = 0, tx = 0, tx_dropped = 0;
     for (const auto& w : workers) {
       rx += w->counters.port[p].rx.get();
       tx += w->counters.port[p].tx.get();
       tx_dropped += w->counters.port[p].tx_dropped.get();
     }
+    rx -= port.counter_base.rx;
+    tx -= port.counter_base.tx;
+    tx_dropped -= port.counter_base.tx_dropped;
     rte_eth_stats hw{};
     rte_eth_stats_get(port.dpdk_id, &hw);
     out["ports"].push_back({{"name", port.name},

@@ -60,22 +60,47 @@ RouteSnapshot::RouteSnapshot(const std::vector<RouteEntry>& routes, uint64_t gen
 
 RouteSnapshot::~RouteSnapshot() { rte_lpm_free(lpm_); }
 
+uint16_t PortSet::index_of(std::string_view name) const {
+  for (uint16_t i = 0; i < ports.size(); ++i)
+    if (ports[i].in_use && ports[i].name == name) return i;
+  return kNoPort;
+}
+
+void PortSet::rebuild_lists() {
+  active.clear();
+  pod_ports.clear();
+  port_pods.resize(ports.size());
+  for (uint16_t i = 0; i < ports.size(); ++i) {
+    if (!ports[i].in_use) {
+      port_pods[i].clear();
+      continue;
+    }
+    active.push_back(i);
+    if (ports[i].role == PortRole::Pod) pod_ports.push_back(i);
+  }
+}
+
 NodeTables::NodeTables(const Config& cfg, std::vector<PortInfo> port_infos, unsigned workers)
     : config(cfg),
-      ports(std::move(port_infos)),
       rcu(workers),
       fdb("kdp_fdb", cfg.bridge.fdb_max, rcu),
       neighbors("kdp_nbr", cfg.neighbor.max, rcu),
       gateway_ip(to_be32(cfg.node.gateway_ip)),
       node_ip(to_be32(cfg.node.node_ip)),
       gateway_mac(to_ether(cfg.node.gateway_mac)) {
-  for (uint16_t i = 0; i < ports.size(); ++i) {
-    if (ports[i].role == PortRole::Pod) pod_ports.push_back(i);
-    else if (first_uplink == kNoPort) first_uplink = i;
+  if (port_infos.size() > kMaxPorts)
+    throw std::runtime_error(fmt::format("{} ports: kdp handles at most {}", port_infos.size(), kMaxPorts));
+  auto port_set = std::make_unique<PortSet>();
+  port_set->ports = std::move(port_infos);
+  port_set->rebuild_lists();
+  for (uint16_t i = 0; i < port_set->ports.size(); ++i) {
+    port_indexes_taken_.set(i);
+    if (port_set->ports[i].role == PortRole::Uplink && first_uplink == kNoPort) first_uplink = i;
   }
-  port_pods.resize(ports.size());
   for (const auto& pod : cfg.pods)
-    port_pods[port_index(pod.port)].push_back({mac_to_u64(to_ether(pod.mac)), to_be32(pod.ip)});
+    port_set->port_pods[port_set->index_of(pod.port)].push_back(
+        {mac_to_u64(to_ether(pod.mac)), to_be32(pod.ip), false});
+  publish_ports(std::move(port_set));
   publish_routes(std::make_unique<RouteSnapshot>(routes_from_config(), route_generation_++));
   const auto& ct = cfg.conntrack;
   FlowTimeouts timeouts;
@@ -105,11 +130,20 @@ NodeTables::~NodeTables() {
   conntrack.reset();
   delete routes_.load();
   delete services_.load();
+  delete ports_.load();
 }
 
-uint16_t NodeTables::port_index(const std::string& name) const {
-  for (uint16_t i = 0; i < ports.size(); ++i)
-    if (ports[i].name == name) return i;
+void NodeTables::publish_ports(std::unique_ptr<PortSet> set) {
+  const PortSet* old = ports_.exchange(set.release(), std::memory_order_acq_rel);
+  if (old != nullptr) rcu.defer([old] { delete old; });
+}
+
+uint16_t NodeTables::take_port_index() {
+  for (uint16_t i = 0; i < kMaxPorts; ++i)
+    if (!port_indexes_taken_.test(i)) {
+      port_indexes_taken_.set(i);
+      return i;
+    }
   return kNoPort;
 }
 

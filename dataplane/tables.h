@@ -5,8 +5,10 @@
 #include <rte_lpm.h>
 
 #include <atomic>
+#include <bitset>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "dataplane/rcu.h"
@@ -124,11 +126,28 @@ class RouteSnapshot {
   std::vector<RouteEntry> routes_;
 };
 
-// The pods a bridge port may speak for ([[pod]]): anti-spoofing. A port
-// with none listed is not checked.
+// The pods a bridge port may speak for ([[pod]], pod.add): anti-spoofing.
+// A port with none listed is not checked.
 struct PodIdentity {
   uint64_t mac = 0;  // mac_to_u64
   be32 ip{};
+  bool any_mac = false;  // pod.add without a MAC: only the IP is checked
+};
+
+// The ports workers poll and send to, by kdp port index: an immutable
+// snapshot, replaced whole by pointer swap when a pod is attached or
+// detached (NodeTables::publish_ports), freed after an RCU grace period.
+// A worker loads it once per poll (WorkerContext::ports).
+struct PortSet {
+  std::vector<PortInfo> ports;                      // by index; !in_use: a free index
+  std::vector<uint16_t> active;                     // indexes in use: RX and TX flush
+  std::vector<uint16_t> pod_ports;                  // in-use pod ports: the flood list
+  std::vector<std::vector<PodIdentity>> port_pods;  // by index: anti-spoofing identities
+
+  bool has(uint16_t index) const { return index < ports.size() && ports[index].in_use; }
+  uint16_t index_of(std::string_view name) const;  // kNoPort when none
+  // Recomputes active and pod_ports from ports (after an edit of a copy).
+  void rebuild_lists();
 };
 
 // Everything the workers share, built from the config at start-up.
@@ -137,10 +156,7 @@ struct NodeTables {
   ~NodeTables();
 
   const Config& config;
-  std::vector<PortInfo> ports;
-  std::vector<uint16_t> pod_ports;  // indexes of ports with role pod
-  std::vector<std::vector<PodIdentity>> port_pods;  // by port index; read-only once built
-  uint16_t first_uplink = kNoPort;
+  uint16_t first_uplink = kNoPort;  // uplinks are never removed
   Rcu rcu;
   Fdb fdb;
   Neighbors neighbors;
@@ -148,6 +164,16 @@ struct NodeTables {
   be32 node_ip;
   rte_ether_addr gateway_mac;
   std::unique_ptr<Conntrack> conntrack;
+
+  const PortSet* port_set() const { return ports_.load(std::memory_order_acquire); }
+  // Control thread: replaces the port set; the old one is freed after every
+  // worker has moved past it.
+  void publish_ports(std::unique_ptr<PortSet> set);
+  // Control thread: port indexes held by a port set or a port being removed.
+  // The lowest free one is taken (kNoPort: none); release only once no worker
+  // can still use the index (after an RCU grace period).
+  uint16_t take_port_index();
+  void release_port_index(uint16_t index) { port_indexes_taken_.reset(index); }
 
   const RouteSnapshot* routes() const { return routes_.load(std::memory_order_acquire); }
   const ServiceSnapshot* services() const { return services_.load(std::memory_order_acquire); }
@@ -162,9 +188,12 @@ struct NodeTables {
   // node must be this one's (the control socket's apply checks that).
   std::vector<RouteEntry> routes_from_config(const Config& config) const;
   std::vector<RouteEntry> routes_from_config() const { return routes_from_config(config); }
-  uint16_t port_index(const std::string& name) const;
+  // The index of a port of the current set by name (control thread).
+  uint16_t port_index(const std::string& name) const { return port_set()->index_of(name); }
 
  private:
+  std::atomic<const PortSet*> ports_{nullptr};
+  std::bitset<kMaxPorts> port_indexes_taken_;
   std::atomic<const RouteSnapshot*> routes_{nullptr};
   uint64_t route_generation_ = 0;
   std::atomic<const ServiceSnapshot*> services_{nullptr};

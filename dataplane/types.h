@@ -34,7 +34,8 @@ inline be32 load_be32(const void* p) { uint32_t v; std::memcpy(&v, p, 4); return
 inline void store_be32(void* p, be32 v) { std::memcpy(p, &v, 4); }
 
 inline constexpr unsigned kBurstSize = 32;      // RX burst and stage batch
-inline constexpr unsigned kMaxPorts = 32;
+// Port indexes: ~110 pods (Kubernetes' default per node) plus uplinks, with room.
+inline constexpr unsigned kMaxPorts = 256;
 inline constexpr uint16_t kNoPort = 0xffff;
 inline constexpr uint16_t kFloodPort = 0xfffe;  // out_port: every pod port but the excluded one
 inline constexpr unsigned kMaxWorkers = 64;
@@ -101,12 +102,22 @@ inline PacketMeta& meta(rte_mbuf* m) { return *static_cast<PacketMeta*>(rte_mbuf
 // Service client on the same bridge is translated back.
 inline bool is_bridged(const PacketMeta& md) { return md.out_port != kNoPort; }
 
+// Per-port counters of an index before its current port had it (a port
+// index freed by pod.del is reused): stats report the difference.
+struct PortCounterBase {
+  uint64_t rx = 0, tx = 0, tx_dropped = 0;
+};
+
 struct PortInfo {
   std::string name;
   PortRole role = PortRole::Pod;
   uint16_t dpdk_id = 0;
   rte_ether_addr mac{};  // the address kdp uses on this port (gateway MAC on pod ports)
   Ipv4 local_ip = 0;     // our address on this side: gateway IP (pod) or node IP (uplink)
+  std::string device;    // the DPDK device string it was set up from
+  bool in_use = true;    // false: a free index of the port set (its port was removed)
+  bool attached = false; // hot-plugged by pod.add (not from the config)
+  PortCounterBase counter_base;
 };
 
 }  // namespace kdp

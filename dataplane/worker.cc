@@ -46,7 +46,8 @@ WorkerContext::WorkerContext(unsigned worker_id, unsigned lcore_id, NodeTables& 
   snat_port_low = static_cast<uint16_t>(snat.low + worker_id * share);
   snat_port_high = static_cast<uint16_t>(snat_port_low + share - 1);
   snat_port_next = snat_port_low;
-  for (uint16_t p = 0; p < tables.ports.size(); ++p) {
+  ports = tables.port_set();
+  for (uint16_t p = 0; p < kMaxPorts; ++p) {
     tx[p] = static_cast<rte_eth_dev_tx_buffer*>(
         rte_zmalloc_socket("kdp_txbuf", RTE_ETH_TX_BUFFER_SIZE(kBurstSize), 0, rte_lcore_to_socket_id(lcore)));
     if (tx[p] == nullptr) throw std::runtime_error("cannot allocate TX buffer");
@@ -56,7 +57,7 @@ WorkerContext::WorkerContext(unsigned worker_id, unsigned lcore_id, NodeTables& 
 }
 
 WorkerContext::~WorkerContext() {
-  for (uint16_t p = 0; p < tables.ports.size(); ++p) rte_free(tx[p]);
+  for (uint16_t p = 0; p < kMaxPorts; ++p) rte_free(tx[p]);
 }
 
 unsigned poll_once(WorkerContext& ctx, Pipeline& pipeline) {
@@ -65,8 +66,11 @@ unsigned poll_once(WorkerContext& ctx, Pipeline& pipeline) {
   ctx.now_s = static_cast<uint32_t>(start / rte_get_tsc_hz());
   unsigned received = 0;
   Burst burst;
-  const auto& ports = ctx.tables.ports;
-  for (uint16_t p = 0; p < ports.size(); ++p) {
+  // Held until the quiescent report after this poll: the control thread
+  // frees a replaced port set, and closes a removed port, only after that.
+  const PortSet& set = *(ctx.ports = ctx.tables.port_set());
+  const PortInfo* ports = set.ports.data();
+  for (uint16_t p : set.active) {
     uint16_t n = rte_eth_rx_burst(ports[p].dpdk_id, ctx.queue, burst.pkts, kBurstSize);
     if (n == 0) continue;
     for (uint16_t i = 0; i < n; ++i) meta(burst.pkts[i]).in_port = p;
@@ -84,7 +88,7 @@ unsigned poll_once(WorkerContext& ctx, Pipeline& pipeline) {
     ctx.counters.injected.add(injected);
     pipeline.run(burst, StageId::Output);
   }
-  for (uint16_t p = 0; p < ports.size(); ++p) rte_eth_tx_buffer_flush(ports[p].dpdk_id, ctx.queue, ctx.tx[p]);
+  for (uint16_t p : set.active) rte_eth_tx_buffer_flush(ports[p].dpdk_id, ctx.queue, ctx.tx[p]);
   ctx.counters.polls.add();
   if (received + injected != 0) {
     ctx.counters.busy_cycles.add(rte_rdtsc() - start);

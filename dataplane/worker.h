@@ -79,6 +79,11 @@ struct alignas(64) WorkerContext {
   NodeTables& tables;
   WorkerChannels& channels;
   rte_mempool* pool = nullptr;  // for packets kdp makes
+  // The port set of the current poll: loaded once per poll (poll_once), so a
+  // poll sees one port set throughout, and read by every stage.
+  const PortSet* ports = nullptr;
+  // One per port index, all made up front: a port attached later never
+  // meets an unallocated buffer.
   rte_eth_dev_tx_buffer* tx[kMaxPorts] = {};
   WorkerCounters counters;
   uint64_t now_tsc = 0;

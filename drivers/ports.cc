@@ -1,5 +1,6 @@
 #include "drivers/ports.h"
 
+#include <rte_dev.h>
 #include <rte_ethdev.h>
 #include <rte_lcore.h>
 
@@ -45,83 +46,107 @@ std::vector<PortInfo> setup_ports(const Config& config, rte_mempool* pool, unsig
                                   std::vector<PortOffloads>* offloads_out) {
   std::vector<PortInfo> ports;
   for (const auto& pc : config.ports) {
-    auto fail = [&](const std::string& what, int rc) {
-      return std::runtime_error(fmt::format("port {} ({}): {}: {}", pc.name, device_name(pc.device), what,
-                                            rte_strerror(rc < 0 ? -rc : rc)));
-    };
-    PortInfo info;
-    info.name = pc.name;
-    info.role = pc.role;
-    info.dpdk_id = find_port_id(pc.device);
-    const uint16_t id = info.dpdk_id;
-
-    rte_eth_dev_info dev;
-    if (int rc = rte_eth_dev_info_get(id, &dev); rc != 0) throw fail("cannot read device info", rc);
-    if (dev.max_rx_queues < workers || dev.max_tx_queues < workers)
-      throw std::runtime_error(fmt::format(
-          "port {} ({}): the device has {} RX / {} TX queues but [workers] needs one per worker ({}); "
-          "give the device more queues (e.g. qpairs= for net_af_packet, one rx_pcap/tx_pcap per queue for net_pcap)",
-          pc.name, device_name(pc.device), dev.max_rx_queues, dev.max_tx_queues, workers));
-
     PortOffloads off;
-    rte_eth_conf conf{};
-    // Hardware IPv4 checksum verification saves the Classify stage the sum.
-    off.rx = dev.rx_offload_capa & RTE_ETH_RX_OFFLOAD_IPV4_CKSUM;
-    off.tx = dev.tx_offload_capa & (RTE_ETH_TX_OFFLOAD_IPV4_CKSUM | RTE_ETH_TX_OFFLOAD_TCP_CKSUM |
-                                    RTE_ETH_TX_OFFLOAD_UDP_CKSUM);
-    if (workers > 1 && dev.flow_type_rss_offloads != 0) {
-      conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
-      conf.rx_adv_conf.rss_conf.rss_hf =
-          dev.flow_type_rss_offloads & (RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP);
-      off.rss = true;
-    }
-    conf.rxmode.offloads = off.rx;
-    conf.txmode.offloads = off.tx;
-    if (int rc = rte_eth_dev_configure(id, workers, workers, &conf); rc != 0) throw fail("cannot configure", rc);
-
-    uint16_t rx_desc = config.mbufs.rx_desc, tx_desc = config.mbufs.tx_desc;
-    if (int rc = rte_eth_dev_adjust_nb_rx_tx_desc(id, &rx_desc, &tx_desc); rc != 0)
-      throw fail("cannot adjust descriptor counts", rc);
-    const int socket = rte_eth_dev_socket_id(id);
-    for (uint16_t q = 0; q < workers; ++q) {
-      rte_eth_rxconf rxq = dev.default_rxconf;
-      rxq.offloads = off.rx;
-      if (int rc = rte_eth_rx_queue_setup(id, q, rx_desc, socket, &rxq, pool); rc != 0)
-        throw fail(fmt::format("cannot set up RX queue {}", q), rc);
-      rte_eth_txconf txq = dev.default_txconf;
-      txq.offloads = off.tx;
-      if (int rc = rte_eth_tx_queue_setup(id, q, tx_desc, socket, &txq); rc != 0)
-        throw fail(fmt::format("cannot set up TX queue {}", q), rc);
-    }
-
-    if (pc.role == PortRole::Pod) {
-      // Bridge members: kdp answers as the bridge, with the gateway MAC.
-      info.mac = to_ether(config.node.gateway_mac);
-      info.local_ip = config.node.gateway_ip;
-    } else {
-      info.local_ip = config.node.node_ip;
-      if (pc.mac) {
-        info.mac = to_ether(*pc.mac);
-        // Some PMDs cannot change the address; kdp still uses the configured one.
-        rte_eth_dev_default_mac_addr_set(id, &info.mac);
-      } else if (int rc = rte_eth_macaddr_get(id, &info.mac); rc != 0) {
-        throw fail("cannot read MAC address", rc);
-      }
-    }
-    // The bridge sees every pod's frames; the uplink answers for the gateway too.
-    rte_eth_promiscuous_enable(id);
-    if (int rc = rte_eth_dev_start(id); rc != 0) throw fail("cannot start", rc);
-    ports.push_back(info);
+    ports.push_back(setup_port(pc, config, pool, workers, &off));
     if (offloads_out) offloads_out->push_back(off);
   }
   return ports;
 }
 
+PortInfo setup_port(const PortConfig& pc, const Config& config, rte_mempool* pool, unsigned workers,
+                    PortOffloads* offloads_out) {
+  auto fail = [&](const std::string& what, int rc) {
+    return std::runtime_error(fmt::format("port {} ({}): {}: {}", pc.name, device_name(pc.device), what,
+                                          rte_strerror(rc < 0 ? -rc : rc)));
+  };
+  PortInfo info;
+  info.name = pc.name;
+  info.role = pc.role;
+  info.device = pc.device;
+  info.dpdk_id = find_port_id(pc.device);
+  const uint16_t id = info.dpdk_id;
+
+  rte_eth_dev_info dev;
+  if (int rc = rte_eth_dev_info_get(id, &dev); rc != 0) throw fail("cannot read device info", rc);
+  if (dev.max_rx_queues < workers || dev.max_tx_queues < workers)
+    throw std::runtime_error(fmt::format(
+        "port {} ({}): the device has {} RX / {} TX queues but [workers] needs one per worker ({}); "
+        "give the device more queues (e.g. qpairs= for net_af_packet, one rx_pcap/tx_pcap per queue for net_pcap)",
+        pc.name, device_name(pc.device), dev.max_rx_queues, dev.max_tx_queues, workers));
+
+  PortOffloads off;
+  rte_eth_conf conf{};
+  // Hardware IPv4 checksum verification saves the Classify stage the sum.
+  off.rx = dev.rx_offload_capa & RTE_ETH_RX_OFFLOAD_IPV4_CKSUM;
+  off.tx = dev.tx_offload_capa & (RTE_ETH_TX_OFFLOAD_IPV4_CKSUM | RTE_ETH_TX_OFFLOAD_TCP_CKSUM |
+                                  RTE_ETH_TX_OFFLOAD_UDP_CKSUM);
+  if (workers > 1 && dev.flow_type_rss_offloads != 0) {
+    conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
+    conf.rx_adv_conf.rss_conf.rss_hf =
+        dev.flow_type_rss_offloads & (RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP);
+    off.rss = true;
+  }
+  conf.rxmode.offloads = off.rx;
+  conf.txmode.offloads = off.tx;
+  if (int rc = rte_eth_dev_configure(id, workers, workers, &conf); rc != 0) throw fail("cannot configure", rc);
+
+  uint16_t rx_desc = config.mbufs.rx_desc, tx_desc = config.mbufs.tx_desc;
+  if (int rc = rte_eth_dev_adjust_nb_rx_tx_desc(id, &rx_desc, &tx_desc); rc != 0)
+    throw fail("cannot adjust descriptor counts", rc);
+  const int socket = rte_eth_dev_socket_id(id);
+  for (uint16_t q = 0; q < workers; ++q) {
+    rte_eth_rxconf rxq = dev.default_rxconf;
+    rxq.offloads = off.rx;
+    if (int rc = rte_eth_rx_queue_setup(id, q, rx_desc, socket, &rxq, pool); rc != 0)
+      throw fail(fmt::format("cannot set up RX queue {}", q), rc);
+    rte_eth_txconf txq = dev.default_txconf;
+    txq.offloads = off.tx;
+    if (int rc = rte_eth_tx_queue_setup(id, q, tx_desc, socket, &txq); rc != 0)
+      throw fail(fmt::format("cannot set up TX queue {}", q), rc);
+  }
+
+  if (pc.role == PortRole::Pod) {
+    // Bridge members: kdp answers as the bridge, with the gateway MAC.
+    info.mac = to_ether(config.node.gateway_mac);
+    info.local_ip = config.node.gateway_ip;
+  } else {
+    info.local_ip = config.node.node_ip;
+    if (pc.mac) {
+      info.mac = to_ether(*pc.mac);
+      // Some PMDs cannot change the address; kdp still uses the configured one.
+      rte_eth_dev_default_mac_addr_set(id, &info.mac);
+    } else if (int rc = rte_eth_macaddr_get(id, &info.mac); rc != 0) {
+      throw fail("cannot read MAC address", rc);
+    }
+  }
+  // The bridge sees every pod's frames; the uplink answers for the gateway too.
+  rte_eth_promiscuous_enable(id);
+  if (int rc = rte_eth_dev_start(id); rc != 0) throw fail("cannot start", rc);
+  if (offloads_out) *offloads_out = off;
+  return info;
+}
+
 void stop_ports(const std::vector<PortInfo>& ports) {
   for (const auto& p : ports) {
+    if (!p.in_use) continue;
     rte_eth_dev_stop(p.dpdk_id);
     rte_eth_dev_close(p.dpdk_id);  // flushes net_pcap's tx_pcap file
   }
+}
+
+uint16_t probe_device(const std::string& device) {
+  if (int rc = rte_dev_probe(device.c_str()); rc != 0) throw std::runtime_error(rte_strerror(rc < 0 ? -rc : rc));
+  return find_port_id(device);
+}
+
+void remove_port(uint16_t dpdk_id) {
+  rte_eth_dev_info info{};
+  const bool known = rte_eth_dev_info_get(dpdk_id, &info) == 0;
+  rte_eth_dev_stop(dpdk_id);
+  // Closing releases the port; removing the device detaches it from its bus,
+  // so its name (and the interface's packet socket) is free again.
+  rte_eth_dev_close(dpdk_id);
+  if (known && info.device != nullptr) rte_dev_remove(info.device);
 }
 
 std::string describe_port(const PortInfo& port) {

@@ -180,6 +180,27 @@ void print_result(const std::string& verb, const json& r) {
     if (r["shown"] != r["flows"]) fmt::print("({} of {} flows shown; --limit shows more)\n", text(r["shown"]), text(r["flows"]));
     return;
   }
+  if (verb == "pod.list") {
+    for (const json& e : r)
+      rows.push_back({text(e["name"]), text(e["port"]), text(e["index"]), text(e["iface"]), text(e["ip"]),
+                      text(e["mac"]), text(e["source"])});
+    return print_table({"NAME", "PORT", "INDEX", "IFACE", "IP", "MAC", "SOURCE"}, rows);
+  }
+  if (verb == "pod.add") {
+    fmt::print("pod {} {}: port {} (index {}) on {}, ip {}, mac {}; gateway {} ({})\n", text(r["name"]),
+               r.value("dry_run", false) ? "can be attached" : "attached", text(r["port"]), text(r["index"]),
+               text(r["iface"]), text(r["ip"]), r["mac"].is_null() ? "any" : text(r["mac"]), text(r["gateway_ip"]),
+               text(r["gateway_mac"]));
+    if (r.value("dry_run", false)) fmt::print("(dry run: nothing changed)\n");
+    return;
+  }
+  if (verb == "pod.del") {
+    fmt::print("pod {} {}: port {} (index {}); {} fdb entries, {} neighbours flushed\n", text(r["name"]),
+               r.value("dry_run", false) ? "can be detached" : "detached", text(r["port"]), text(r["index"]),
+               text(r["fdb_flushed"]), text(r["neighbors_flushed"]));
+    if (r.value("dry_run", false)) fmt::print("(dry run: nothing changed)\n");
+    return;
+  }
   fmt::print("{}\n", r.dump(2));
 }
 
@@ -373,6 +394,20 @@ int main(int argc, char** argv) {
   ct_flush->add_option("--dst", dst, "original destination or backend address");
   ct_flush->add_option("--service", service, "flows to this Service's frontends (namespace/name)");
 
+  std::string pod_name, iface, mac;
+  auto* pod = app.add_subcommand("pod", "pods attached at run time (and those of the config file)");
+  pod->require_subcommand(1);
+  auto* pod_add = pod->add_subcommand("add", "attach a pod: a new bridge port on its host interface");
+  pod_add->add_option("--name", pod_name, "namespace/pod")->required();
+  pod_add->add_option("--iface", iface, "the host end of the pod's interface (e.g. its veth peer)")->required();
+  pod_add->add_option("--ip", ip, "the pod's address, a.b.c.d or a.b.c.d/len")->required();
+  pod_add->add_option("--mac", mac, "the pod's MAC: then only it may send from the port");
+  pod_add->add_flag("--dry-run", dry_run, "check everything, attach nothing");
+  auto* pod_del = pod->add_subcommand("del", "detach a pod attached by pod add");
+  pod_del->add_option("--name", pod_name, "namespace/pod")->required();
+  pod_del->add_flag("--dry-run", dry_run, "show what would be removed, remove nothing");
+  auto* pod_list = pod->add_subcommand("list", "pods: attached and from the config file");
+
   auto* stats = app.add_subcommand("stats", "counters");
   stats->add_flag("--prometheus", prometheus, "Prometheus text exposition format");
 
@@ -430,6 +465,15 @@ int main(int argc, char** argv) {
       verb = "conntrack.flush";
       if (!dst.empty()) args["dst"] = dst;
       if (!service.empty()) args["service"] = service;
+    } else if (pod_add->parsed()) {
+      verb = "pod.add";
+      args = {{"name", pod_name}, {"iface", iface}, {"ip", ip}, {"dry_run", dry_run}};
+      if (!mac.empty()) args["mac"] = mac;
+    } else if (pod_del->parsed()) {
+      verb = "pod.del";
+      args = {{"name", pod_name}, {"dry_run", dry_run}};
+    } else if (pod_list->parsed()) {
+      verb = "pod.list";
     } else if (stats->parsed()) {
       verb = "stats";
       if (prometheus && as_json) throw UsageError("--json and --prometheus exclude each other");
