@@ -432,18 +432,25 @@ std::vector<ServiceConfig> K8sState::render(const Config& base) const {
     return fmt::format("service[{}] ({}) of the configuration", index, quote(name));
   };
 
+  // No Service objects: nothing to render or to check (the configuration's
+  // own Services were checked when it was loaded). Endpoint edits of a
+  // 10k-Service config file take this path on every change.
+  if (services_.empty()) return {};
+
   // What the configuration's own [[service]]s hold.
   std::map<Ipv4, std::string> cluster_ips;  // -> who has it
   std::map<Ipv4, std::string> endpoint_ips;
   std::map<ServiceKey, std::string> frontends;  // -> "who as its what"
+  std::map<std::string_view, size_t> index_of;   // service name -> its index in base
   for (size_t j = 0; j < base.services.size(); ++j) {
     const ServiceConfig& s = base.services[j];
     cluster_ips[s.cluster_ip] = config_ref(j, s.name);
     for (const EndpointConfig& e : s.endpoints) endpoint_ips.emplace(e.ip, config_ref(j, s.name));
+    index_of.emplace(s.name, j);
   }
   for (const ServiceEntry& e : compile_services(base).entries) {
-    size_t j = 0;
-    while (j < base.services.size() && base.services[j].name != e.service) ++j;
+    auto it = index_of.find(e.service);
+    const size_t j = it == index_of.end() ? base.services.size() : it->second;
     frontends[e.key()] = fmt::format("{} as its {}", config_ref(j, e.service), to_string(e.kind));
   }
 
@@ -457,9 +464,8 @@ std::vector<ServiceConfig> K8sState::render(const Config& base) const {
   for (const auto& [key, service] : services_) {
     if (!service.skipped.empty()) continue;
     const std::string label = "Service " + key;
-    for (size_t j = 0; j < base.services.size(); ++j)
-      if (base.services[j].name == key)
-        fail(label, "metadata.name", fmt::format("{} is also the name of {}", quote(key), config_ref(j, key)));
+    if (auto same = index_of.find(key); same != index_of.end())
+      fail(label, "metadata.name", fmt::format("{} is also the name of {}", quote(key), config_ref(same->second, key)));
     const std::string ip_text = ipv4_to_string(service.cluster_ip);
     if (node.service_cidr) {
       if (!node.service_cidr->contains(service.cluster_ip))

@@ -12,10 +12,12 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cerrno>
 #include <cstring>
 #include <map>
 #include <stdexcept>
+#include <thread>
 
 #include "dataplane/stats.h"
 
@@ -276,11 +278,78 @@ bool ControlServer::flush(Client& c) {
 }
 
 std::string ControlServer::handle(std::string_view line) {
+  control::Request request;
   try {
-    return control::ok_line(dispatch(control::parse_request(line)));
+    request = control::parse_request(line);
   } catch (const std::exception& e) {
     return control::error_line(e.what());
   }
+  try {
+    return control::ok_line(dispatch(request));
+  } catch (const std::exception& e) {
+    if (control::changes_state(request.verb)) ++failed_changes_;
+    return control::error_line(e.what());
+  }
+}
+
+void ControlServer::LatencyHistogram::record(double seconds) {
+  for (size_t i = 0; i < std::size(kBounds); ++i)
+    if (seconds <= kBounds[i]) {
+      ++counts[i];
+      break;
+    }
+  ++count;
+  sum += seconds;
+  last = seconds;
+  max = std::max(max, seconds);
+}
+
+json ControlServer::LatencyHistogram::to_json() const {
+  json buckets = json::array();
+  uint64_t cumulative = 0;
+  for (size_t i = 0; i < std::size(kBounds); ++i) {
+    cumulative += counts[i];
+    buckets.push_back({kBounds[i], cumulative});
+  }
+  return {{"count", count}, {"sum", sum}, {"last", last}, {"max", max}, {"buckets", std::move(buckets)}};
+}
+
+json ControlServer::update_stats() const {
+  return {{"applied", apply_latency_.count},
+          {"failed", failed_changes_},
+          {"apply_seconds", apply_latency_.to_json()},
+          {"live_seconds", live_latency_.to_json()}};
+}
+
+json ControlServer::stats() const {
+  json out = collect_stats(tables_, workers_, control_);
+  out["updates"] = update_stats();
+  return out;
+}
+
+template <typename Change>
+json ControlServer::change_live(bool dry_run, Change change) {
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  json result = change();
+  if (dry_run) return result;
+  const auto published = Clock::now();
+  // Workers poll in bursts of microseconds and a sleeping worker is offline,
+  // so this ends quickly; the bound only guards against a stuck worker.
+  const uint64_t token = tables_.rcu.start_grace();
+  bool live = tables_.rcu.grace_ended(token);
+  while (!live && Clock::now() - published < std::chrono::seconds(1)) {
+    std::this_thread::yield();
+    live = tables_.rcu.grace_ended(token);
+  }
+  const auto done = Clock::now();
+  const double apply_s = std::chrono::duration<double>(published - start).count();
+  const double live_s = std::chrono::duration<double>(done - published).count();
+  apply_latency_.record(apply_s);
+  if (live) live_latency_.record(live_s);
+  result["timing"] = {{"apply_ms", apply_s * 1e3}, {"live_ms", live ? json(live_s * 1e3) : json()}};
+  if (!live) result["warning"] = "a worker has not passed a quiescent point within 1 s of the change";
+  return result;
 }
 
 json ControlServer::dispatch(const control::Request& request) {
@@ -288,44 +357,86 @@ json ControlServer::dispatch(const control::Request& request) {
   if (verb == "pod.add") return pods_.add(control::pod_add_args(request));
   if (verb == "pod.del") return pods_.del(control::pod_del_args(request));
   if (verb == "pod.list") return pods_.list();
-  if (verb == "stats") return collect_stats(tables_, workers_, control_);
+  if (verb == "stats") return stats();
   if (verb == "port.list") return list_ports();
   if (verb == "route.list") return list_routes();
   if (verb == "neighbor.list") return list_neighbors();
   if (verb == "fdb.list") return list_fdb();
   if (verb == "service.list") return list_services();
+  if (verb == "service.get") return get_service(control::service_args(request).service);
+  if (verb == "snat.list") return list_snat(control::list_limit(request));
   if (verb == "conntrack.count")
     return {{"flows", tables_.conntrack->size()}, {"capacity", tables_.conntrack->capacity()}};
-  if (verb == "conntrack.list") return list_conntrack(control::conntrack_list_args(request).limit);
+  if (verb == "conntrack.list") return list_conntrack(control::conntrack_list_args(request));
   if (verb == "conntrack.flush") return flush_conntrack(control::conntrack_flush_args(request));
   if (verb == "apply") {
     const control::ApplyArgs args = control::apply_args(request);
-    if (args.k8s) {
-      K8sState next = k8s_;
-      std::vector<K8sChange> changes = next.apply(*args.k8s);
-      return apply_k8s(std::move(next), std::move(changes), args.dry_run);
-    }
-    Config next = parse_config(args.toml, args.source);
-    json result = apply(with_k8s_services(next, k8s_), args.dry_run);
-    if (!args.dry_run) base_ = std::move(next);
-    return result;
+    return change_live(args.dry_run, [&] {
+      if (args.k8s) {
+        K8sState next = k8s_;
+        std::vector<K8sChange> changes = next.apply(*args.k8s);
+        return apply_k8s(std::move(next), std::move(changes), args.dry_run);
+      }
+      Config next = parse_config(args.toml, args.source);
+      json result = apply(with_k8s_services(next, k8s_), args.dry_run);
+      if (!args.dry_run) base_ = std::move(next);
+      return result;
+    });
   }
   if (verb == "watch.event") {
     const control::WatchEventArgs args = control::watch_event_args(request);
-    K8sState next = k8s_;
-    K8sChange change = next.apply_event(args.event);
-    return apply_k8s(std::move(next), {std::move(change)}, args.dry_run);
+    return change_live(args.dry_run, [&] {
+      K8sState next = k8s_;
+      K8sChange change = next.apply_event(args.event);
+      return apply_k8s(std::move(next), {std::move(change)}, args.dry_run);
+    });
   }
   if (verb == "endpoint.add" || verb == "endpoint.del") {
     // Edits of the config file's Services; those of EndpointSlices change by watch.event.
     const control::EndpointArgs args = control::endpoint_args(request);
-    Config next = verb == "endpoint.add" ? with_endpoint(base_, args.service, args.endpoint)
-                                         : without_endpoint(base_, args.service, args.endpoint.ip);
-    json result = apply(with_k8s_services(next, k8s_), args.dry_run);
-    if (!args.dry_run) base_ = std::move(next);
-    return result;
+    return change_live(args.dry_run, [&] {
+      Config next = verb == "endpoint.add" ? with_endpoint(base_, args.service, args.endpoint)
+                                           : without_endpoint(base_, args.service, args.endpoint.ip);
+      return apply_base(std::move(next), args.dry_run);
+    });
+  }
+  if (verb == "service.del") {
+    const control::ServiceArgs args = control::service_args(request);
+    return change_live(args.dry_run, [&] { return delete_service(args); });
+  }
+  if (verb == "route.add" || verb == "route.del") {
+    const control::RouteArgs args = control::route_args(request);
+    return change_live(args.dry_run, [&] {
+      Config next = verb == "route.add" ? with_route(base_, args.route) : without_route(base_, args.route.prefix);
+      return apply_base(std::move(next), args.dry_run);
+    });
   }
   throw control::ProtocolError(fmt::format("verb \"{}\" is not implemented", verb));
+}
+
+json ControlServer::apply_base(Config next, bool dry_run) {
+  json result = apply(with_k8s_services(next, k8s_), dry_run);
+  if (!dry_run) base_ = std::move(next);
+  return result;
+}
+
+json ControlServer::delete_service(const control::ServiceArgs& args) {
+  if (std::any_of(base_.services.begin(), base_.services.end(),
+                  [&](const ServiceConfig& s) { return s.name == args.service; }))
+    return apply_base(without_service(base_, args.service), args.dry_run);
+  if (k8s_.services().contains(args.service)) {
+    const size_t slash = args.service.find('/');
+    const json event = {{"type", "DELETED"},
+                        {"object",
+                         {{"apiVersion", "v1"},
+                          {"kind", "Service"},
+                          {"metadata", {{"namespace", args.service.substr(0, slash)},
+                                        {"name", args.service.substr(slash + 1)}}}}}};
+    K8sState next = k8s_;
+    K8sChange change = next.apply_event(event);
+    return apply_k8s(std::move(next), {std::move(change)}, args.dry_run);
+  }
+  throw control::ProtocolError(fmt::format("service.del: args.service: no service is named \"{}\"", args.service));
 }
 
 json ControlServer::apply_k8s(K8sState next, std::vector<K8sChange> changes, bool dry_run) {
@@ -335,7 +446,7 @@ json ControlServer::apply_k8s(K8sState next, std::vector<K8sChange> changes, boo
   return result;
 }
 
-json ControlServer::apply(const Config& next, bool dry_run) {
+json ControlServer::apply(Config next, bool dry_run) {
   // Workers read node, nat, dataplane, bridge and neighbour settings from
   // NodeTables::config on the fast path: those stay as kdp started.
   if (auto key = immutable_difference(desired_, next))
@@ -418,7 +529,7 @@ json ControlServer::apply(const Config& next, bool dry_run) {
     entry.port = port;
     if (tables_.neighbors.insert(NeighborKey{to_be32(n.ip)}, entry) == nullptr) ++neighbors_full;
   }
-  desired_ = next;
+  desired_ = std::move(next);
   result["udp_flows_flushed"] = flushed;
   if (neighbors_full != 0) result["neighbors_full"] = neighbors_full;
   return result;
@@ -499,11 +610,40 @@ json ControlServer::list_services() const {
   return out;
 }
 
-json ControlServer::list_conntrack(size_t limit) const {
+json ControlServer::get_service(const std::string& name) const {
+  json out = json::array();
+  for (const json& entry : list_services())
+    if (entry["service"] == name) out.push_back(entry);
+  if (out.empty()) throw control::ProtocolError(fmt::format("service.get: args.service: no service is named \"{}\"", name));
+  return out;
+}
+
+std::function<bool(const FlowEntry&)> ControlServer::flow_filter(const control::ConntrackFilter& filter) const {
+  std::vector<ServiceKey> keys;
+  if (filter.service) {
+    for (const ServiceEntry& e : tables_.services()->compiled().entries)
+      if (e.service == *filter.service) keys.push_back(e.key());
+    if (keys.empty())
+      throw control::ProtocolError(fmt::format("args.service: no service is named \"{}\"", *filter.service));
+  }
+  return [filter, keys = std::move(keys)](const FlowEntry& e) {
+    if (filter.dst && from_be(e.orig.dst_ip) != *filter.dst && from_be(e.reply.src_ip) != *filter.dst) return false;
+    if (filter.service) {
+      const ServiceKey key{from_be(e.orig.dst_ip), static_cast<L4Proto>(e.orig.proto), from_be(e.orig.dst_port)};
+      if (std::find(keys.begin(), keys.end(), key) == keys.end()) return false;
+    }
+    return true;
+  };
+}
+
+json ControlServer::list_conntrack(const control::ConntrackListArgs& args) const {
+  const auto matches = flow_filter(args.filter);
   json entries = json::array();
+  size_t matched = 0;
   const uint32_t now = now_s();
   tables_.conntrack->for_each([&](const FlowEntry& e) {
-    if (entries.size() >= limit) return;
+    if (!matches(e)) return;
+    if (++matched > args.limit) return;
     const bool tcp = e.orig.proto == 6;
     entries.push_back({{"protocol", proto_name(e.orig.proto)},
                        {"orig", tuple_json(e.orig)},
@@ -513,25 +653,32 @@ json ControlServer::list_conntrack(size_t limit) const {
                        {"age_s", seconds_since(now, e.created_s)},
                        {"idle_s", seconds_since(now, e.last_seen_s.load(std::memory_order_relaxed))}});
   });
-  return {{"flows", tables_.conntrack->size()}, {"shown", entries.size()}, {"entries", std::move(entries)}};
+  return {{"flows", tables_.conntrack->size()}, {"matched", matched}, {"shown", entries.size()},
+          {"entries", std::move(entries)}};
+}
+
+json ControlServer::list_snat(size_t limit) const {
+  json ranges = json::array();
+  for (const auto& w : workers_)
+    ranges.push_back({{"worker", w->id}, {"low", w->snat_port_low}, {"high", w->snat_port_high}});
+  json entries = json::array();
+  size_t in_use = 0;
+  const uint32_t now = now_s();
+  tables_.conntrack->for_each([&](const FlowEntry& e) {
+    if (!(e.flags.load(std::memory_order_relaxed) & kFlowSnat)) return;
+    if (++in_use > limit) return;
+    entries.push_back({{"protocol", proto_name(e.orig.proto)},
+                       {"orig", tuple_json(e.orig)},
+                       {"reply", tuple_json(e.reply)},
+                       {"age_s", seconds_since(now, e.created_s)}});
+  });
+  // Each masqueraded flow holds one port of its worker's share.
+  return {{"ports", std::move(ranges)}, {"flows", tables_.conntrack->size()}, {"in_use", in_use},
+          {"shown", entries.size()}, {"entries", std::move(entries)}};
 }
 
 json ControlServer::flush_conntrack(const control::ConntrackFlushArgs& args) {
-  std::vector<ServiceKey> keys;
-  if (args.service) {
-    for (const ServiceEntry& e : tables_.services()->compiled().entries)
-      if (e.service == *args.service) keys.push_back(e.key());
-    if (keys.empty()) throw control::ProtocolError(fmt::format("conntrack.flush: no service is named \"{}\"", *args.service));
-  }
-  const unsigned flushed = tables_.conntrack->remove_if([&](const FlowEntry& e) {
-    if (args.dst && from_be(e.orig.dst_ip) != *args.dst && from_be(e.reply.src_ip) != *args.dst) return false;
-    if (args.service) {
-      const ServiceKey key{from_be(e.orig.dst_ip), static_cast<L4Proto>(e.orig.proto), from_be(e.orig.dst_port)};
-      if (std::find(keys.begin(), keys.end(), key) == keys.end()) return false;
-    }
-    return true;
-  });
-  return {{"flushed", flushed}};
+  return {{"flushed", tables_.conntrack->remove_if(flow_filter(args))}};
 }
 
 }  // namespace kdp

@@ -13,6 +13,8 @@
 
 #include <sys/types.h>
 
+#include <functional>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <vector>
@@ -47,6 +49,10 @@ class ControlServer {
   // One request line → one reply line (exposed for tests).
   std::string handle(std::string_view line);
   const Config& desired() const { return desired_; }
+  // collect_stats' counters plus the control plane's update latencies.
+  nlohmann::json stats() const;
+  // Changes applied and failed, and their latency histograms.
+  nlohmann::json update_stats() const;
 
  private:
   struct Client {
@@ -62,8 +68,24 @@ class ControlServer {
   bool serve(Client& client, unsigned& answered);
   bool flush(Client& client);
 
+  // Seconds in fixed buckets, for the update-latency histograms.
+  struct LatencyHistogram {
+    static constexpr double kBounds[] = {0.0001, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5};
+    uint64_t counts[std::size(kBounds)] = {};  // non-cumulative
+    uint64_t count = 0;
+    double sum = 0, max = 0, last = 0;
+    void record(double seconds);
+    nlohmann::json to_json() const;
+  };
+
   nlohmann::json dispatch(const control::Request& request);
-  nlohmann::json apply(const Config& next, bool dry_run);
+  // Runs a state change, then waits until every worker is past the tables it
+  // replaced, and adds "timing" to its reply.
+  template <typename Change>
+  nlohmann::json change_live(bool dry_run, Change change);
+  nlohmann::json apply(Config next, bool dry_run);
+  // apply of an edited config file (`next` replaces base_ on success).
+  nlohmann::json apply_base(Config next, bool dry_run);
   // apply {k8s} and watch.event: `next` is k8s_ with the objects applied.
   nlohmann::json apply_k8s(K8sState next, std::vector<K8sChange> changes, bool dry_run);
   nlohmann::json list_ports() const;
@@ -71,8 +93,13 @@ class ControlServer {
   nlohmann::json list_neighbors();
   nlohmann::json list_fdb();
   nlohmann::json list_services() const;
-  nlohmann::json list_conntrack(size_t limit) const;
+  nlohmann::json get_service(const std::string& name) const;
+  nlohmann::json delete_service(const control::ServiceArgs& args);
+  nlohmann::json list_conntrack(const control::ConntrackListArgs& args) const;
+  nlohmann::json list_snat(size_t limit) const;
   nlohmann::json flush_conntrack(const control::ConntrackFlushArgs& args);
+  // The flow filter of conntrack.list and conntrack.flush; throws for an unknown service.
+  std::function<bool(const FlowEntry&)> flow_filter(const control::ConntrackFilter& filter) const;
   std::string port_name(uint16_t index) const;
 
   NodeTables& tables_;
@@ -86,6 +113,8 @@ class ControlServer {
   int listen_fd_ = -1;
   bool bound_ = false;
   uid_t own_uid_;
+  LatencyHistogram apply_latency_, live_latency_;
+  uint64_t failed_changes_ = 0;
   std::vector<std::unique_ptr<Client>> clients_;
 };
 

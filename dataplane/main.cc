@@ -108,7 +108,7 @@ int run(const std::string& config_path, int exit_when_idle_ms, const std::string
     if (handled == 0) std::this_thread::sleep_for(std::chrono::microseconds(200));
     if (metrics && rte_rdtsc() / hz_ms >= next_metrics_ms) {
       // Scrapes see counters at most a second old.
-      metrics->publish(control::stats_to_prometheus(collect_stats(*tables, workers, *control)));
+      metrics->publish(control::stats_to_prometheus(server->stats()));
       next_metrics_ms = rte_rdtsc() / hz_ms + 1000;
     }
     if (exit_when_idle_ms > 0) {
@@ -124,10 +124,12 @@ int run(const std::string& config_path, int exit_when_idle_ms, const std::string
   }
   rte_eal_mp_wait_lcore();
   metrics.reset();
+  nlohmann::json update_stats = server->update_stats();
   server.reset();  // closes and removes the control socket
   control->poll();
 
   nlohmann::json stats = collect_stats(*tables, workers, *control);
+  stats["updates"] = std::move(update_stats);
   rte_pdump_uninit();
   stop_ports(tables->port_set()->ports);
   fmt::print("{}", format_summary(stats));

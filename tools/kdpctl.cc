@@ -121,6 +121,11 @@ void print_apply(const json& r) {
   fmt::print("udp flows {}: {}\n", r.value("dry_run", false) ? "to flush" : "flushed", text(r["udp_flows_flushed"]));
   if (r.contains("neighbors_full")) fmt::print("neighbour table full: {} not installed\n", text(r["neighbors_full"]));
   if (r.value("dry_run", false)) fmt::print("(dry run: nothing changed)\n");
+  if (r.contains("timing"))
+    fmt::print("applied in {:.2f} ms, live in all workers {} later\n", r["timing"].value("apply_ms", 0.0),
+               r["timing"]["live_ms"].is_number() ? fmt::format("{:.3f} ms", r["timing"]["live_ms"].get<double>())
+                                                  : std::string("(not confirmed)"));
+  if (r.contains("warning")) fmt::print("warning: {}\n", text(r["warning"]));
 }
 
 void print_stats(const json& s) {
@@ -144,8 +149,8 @@ void print_stats(const json& s) {
 }
 
 void print_result(const std::string& verb, const json& r) {
-  if (verb == "service.list") return print_services(r);
-  if (verb == "apply" || verb == "endpoint.add" || verb == "endpoint.del") return print_apply(r);
+  if (verb == "service.list" || verb == "service.get") return print_services(r);
+  if (kdp::control::changes_state(verb) && r.contains("services")) return print_apply(r);
   if (verb == "stats") return print_stats(r);
   std::vector<std::vector<std::string>> rows;
   if (verb == "port.list") {
@@ -177,7 +182,19 @@ void print_result(const std::string& verb, const json& r) {
                       text(e["age_s"])});
     }
     print_table({"PROTO", "ORIGINAL", "REPLY", "STATE", "FLAGS", "AGE_S"}, rows);
-    if (r["shown"] != r["flows"]) fmt::print("({} of {} flows shown; --limit shows more)\n", text(r["shown"]), text(r["flows"]));
+    if (r["shown"] != r["matched"])
+      fmt::print("({} of {} matching flows shown; --limit shows more)\n", text(r["shown"]), text(r["matched"]));
+    if (r["matched"] != r["flows"]) fmt::print("({} of {} flows match)\n", text(r["matched"]), text(r["flows"]));
+    return;
+  }
+  if (verb == "snat.list") {
+    for (const json& w : r["ports"])
+      fmt::print("worker {}: ports {}-{}\n", text(w["worker"]), text(w["low"]), text(w["high"]));
+    for (const json& e : r["entries"])
+      rows.push_back({text(e["protocol"]), tuple_text(e["orig"]), tuple_text(e["reply"]), text(e["age_s"])});
+    print_table({"PROTO", "ORIGINAL", "REPLY", "AGE_S"}, rows);
+    fmt::print("{} ports in use{}\n", text(r["in_use"]),
+               r["shown"] != r["in_use"] ? fmt::format(" ({} shown; --limit shows more)", text(r["shown"])) : "");
     return;
   }
   if (verb == "pod.list") {
@@ -359,13 +376,33 @@ int main(int argc, char** argv) {
   watch_cmd->add_flag("--strict", strict, "stop and exit 1 at the first rejected event (default: report, go on)");
   watch_cmd->add_flag("--dry-run", dry_run, "check each event, change nothing");
 
-  auto list_of = [&](const char* name, const char* what) {
+  auto group_of = [&](const char* name, const char* what) {
     auto* group = app.add_subcommand(name, what);
     group->require_subcommand(1);
-    return group->add_subcommand("list", what);
+    return group;
   };
-  auto* service_list = list_of("service", "compiled Service frontends and their backends");
-  auto* route_list = list_of("route", "the route table");
+  auto list_of = [&](const char* name, const char* what) { return group_of(name, what)->add_subcommand("list", what); };
+  auto* service_group = group_of("service", "Services: their compiled frontends and backends");
+  auto* service_list = service_group->add_subcommand("list", "every frontend and its backends");
+  auto* service_get = service_group->add_subcommand("get", "one Service's frontends and backends");
+  auto* service_del = service_group->add_subcommand("del", "remove a Service (the config file's or a Kubernetes one)");
+  for (auto* sub : {service_get, service_del}) sub->add_option("service", service, "namespace/name")->required();
+  service_del->add_flag("--dry-run", dry_run, "show what would change, change nothing");
+  std::string prefix, via, port;
+  auto* route_group = group_of("route", "the route table");
+  auto* route_list = route_group->add_subcommand("list", "every route: connected, local and static");
+  auto* route_add = route_group->add_subcommand("add", "add a static route");
+  auto* route_del = route_group->add_subcommand("del", "remove a static route");
+  for (auto* sub : {route_add, route_del}) {
+    sub->add_option("prefix", prefix, "destination prefix (a.b.c.d/len)")->required();
+    sub->add_flag("--dry-run", dry_run, "show what would change, change nothing");
+  }
+  route_add->add_option("--via", via, "next hop, on-link on the uplink")->required();
+  route_add->add_option("--port", port, "uplink port to leave through (default: the first uplink)");
+  auto* snat_list = list_of("snat", "masqueraded flows and each worker's SNAT port range");
+  snat_list->add_option("--limit", limit, "at most this many flows")
+      ->check(CLI::Range(size_t{1}, kdp::control::kMaxConntrackListLimit))
+      ->capture_default_str();
   auto* neighbor_list = list_of("neighbor", "the neighbour (ARP) table");
   auto* fdb_list = list_of("fdb", "the bridge forwarding database");
   auto* port_list = list_of("port", "ports");
@@ -385,14 +422,16 @@ int main(int argc, char** argv) {
 
   auto* conntrack = app.add_subcommand("conntrack", "connection tracking");
   conntrack->require_subcommand(1);
-  auto* ct_list = conntrack->add_subcommand("list", "flows (the first --limit)");
+  auto* ct_list = conntrack->add_subcommand("list", "flows (the first --limit; all, or those matching --dst/--service)");
   ct_list->add_option("--limit", limit, "at most this many flows")
       ->check(CLI::Range(size_t{1}, kdp::control::kMaxConntrackListLimit))
       ->capture_default_str();
   auto* ct_count = conntrack->add_subcommand("count", "how many flows");
   auto* ct_flush = conntrack->add_subcommand("flush", "remove flows (all, or those matching --dst/--service)");
-  ct_flush->add_option("--dst", dst, "original destination or backend address");
-  ct_flush->add_option("--service", service, "flows to this Service's frontends (namespace/name)");
+  for (auto* sub : {ct_list, ct_flush}) {
+    sub->add_option("--dst", dst, "original destination or backend address");
+    sub->add_option("--service", service, "flows to this Service's frontends (namespace/name)");
+  }
 
   std::string pod_name, iface, mac;
   auto* pod = app.add_subcommand("pod", "pods attached at run time (and those of the config file)");
@@ -439,8 +478,22 @@ int main(int argc, char** argv) {
       }
     } else if (service_list->parsed()) {
       verb = "service.list";
+    } else if (service_get->parsed()) {
+      verb = "service.get";
+      args = {{"service", service}};
+    } else if (service_del->parsed()) {
+      verb = "service.del";
+      args = {{"service", service}, {"dry_run", dry_run}};
     } else if (route_list->parsed()) {
       verb = "route.list";
+    } else if (route_add->parsed() || route_del->parsed()) {
+      verb = route_add->parsed() ? "route.add" : "route.del";
+      args = {{"prefix", prefix}, {"dry_run", dry_run}};
+      if (route_add->parsed()) args["via"] = via;
+      if (!port.empty()) args["port"] = port;
+    } else if (snat_list->parsed()) {
+      verb = "snat.list";
+      args = {{"limit", limit}};
     } else if (neighbor_list->parsed()) {
       verb = "neighbor.list";
     } else if (fdb_list->parsed()) {
@@ -456,15 +509,13 @@ int main(int argc, char** argv) {
         args["serving"] = !not_ready || terminating;
         args["terminating"] = terminating;
       }
-    } else if (ct_list->parsed()) {
-      verb = "conntrack.list";
-      args = {{"limit", limit}};
-    } else if (ct_count->parsed()) {
-      verb = "conntrack.count";
-    } else if (ct_flush->parsed()) {
-      verb = "conntrack.flush";
+    } else if (ct_list->parsed() || ct_flush->parsed()) {
+      verb = ct_list->parsed() ? "conntrack.list" : "conntrack.flush";
+      if (ct_list->parsed()) args = {{"limit", limit}};
       if (!dst.empty()) args["dst"] = dst;
       if (!service.empty()) args["service"] = service;
+    } else if (ct_count->parsed()) {
+      verb = "conntrack.count";
     } else if (pod_add->parsed()) {
       verb = "pod.add";
       args = {{"name", pod_name}, {"iface", iface}, {"ip", ip}, {"dry_run", dry_run}};

@@ -60,3 +60,10 @@ def test_memory_measured(smoke):
     memory = smoke["memory"]
     assert "error" not in memory, memory
     assert memory["bytes_per_flow_slot"] > 0 and memory["bytes_per_service"] > 0
+    # The control-plane update benchmark: an apply and endpoint changes while
+    # traffic flowed, each with kdp's own timing, and the packets counted.
+    updates = smoke["updates"]
+    assert updates["services"] == updates["services_applied"] == 1000, updates
+    assert updates["apply_ms"] > 0 and updates["apply_live_ms"] is not None, updates
+    assert updates["endpoint_changes"] > 0 and updates["endpoint_live_ms"]["max"] is not None, updates
+    assert updates["tx_packets"] > 0 and updates["lost"] == updates["tx_packets"] - updates["rx_packets"], updates

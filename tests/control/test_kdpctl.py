@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 from kdp_harness import NODE, REPO, NodeConfig, Port, start_kdp, stop_kdp  # noqa: E402
 
 KDPCTL_BIN = os.environ.get("KDPCTL_BIN", str(REPO / "build" / "tools" / "kdpctl"))
-MAX_REQUEST = 4 << 20
+MAX_REQUEST = 64 << 20
 
 WEB = '''[[service]]
 name = "default/web"
@@ -221,11 +221,87 @@ def test_endpoint_add_and_del(kdp):
 def test_conntrack(kdp):
     assert kdp.json("conntrack", "count") == {"flows": 0, "capacity": 16384}
     assert kdp.ctl("conntrack", "count").stdout.strip() == "0 flows (capacity 16384)"
-    assert kdp.json("conntrack", "list", "--limit", "5") == {"flows": 0, "shown": 0, "entries": []}
+    assert kdp.json("conntrack", "list", "--limit", "5") == {"flows": 0, "matched": 0, "shown": 0, "entries": []}
+    assert kdp.json("conntrack", "list", "--service", "default/web", "--dst", "10.244.1.5")["matched"] == 0
+    err = kdp.ctl("conntrack", "list", "--service", "default/nope", rc=1).stderr
+    assert 'no service is named "default/nope"' in err
     assert kdp.json("conntrack", "flush", "--dst", "10.96.0.10") == {"flushed": 0}
     assert kdp.json("conntrack", "flush", "--service", "default/web") == {"flushed": 0}
     err = kdp.ctl("conntrack", "flush", "--service", "default/nope", rc=1).stderr
     assert 'no service is named "default/nope"' in err
+
+
+def test_service_get_and_del(kdp):
+    before = kdp.state()
+    web = kdp.json("service", "get", "default/web")
+    assert sorted(e["key"] for e in web) == ["10.96.0.10:80/TCP", "192.168.50.10:30080/TCP"]
+    assert "default/web" in kdp.ctl("service", "get", "default/web").stdout
+    err = kdp.ctl("service", "get", "default/nope", rc=1).stderr
+    assert 'args.service: no service is named "default/nope"' in err
+    kdp.ctl("service", "get", "no-namespace", rc=2)  # checked by kdpctl before it asks
+    dry = kdp.json("service", "del", "default/web", "--dry-run")
+    assert dry["dry_run"] is True and len(dry["services"]["removed"]) == 2
+    assert kdp.state() == before
+    err = kdp.ctl("service", "del", "default/nope", rc=1).stderr
+    assert 'no service is named "default/nope"' in err
+    assert kdp.state() == before
+    done = kdp.json("service", "del", "default/web")
+    assert sorted(done["services"]["removed"]) == ["10.96.0.10:80/TCP", "192.168.50.10:30080/TCP"]
+    assert done["timing"]["apply_ms"] >= 0 and done["timing"]["live_ms"] >= 0
+    assert kdp.json("service", "list") == []
+    kdp.ctl("service", "get", "default/web", rc=1)
+
+
+def test_route_add_and_del(kdp):
+    def static_routes():
+        return sorted((r["prefix"], r["via"]) for r in kdp.json("route", "list") if r["kind"] == "gateway")
+
+    assert static_routes() == [("10.244.2.0/24", "192.168.50.11")]
+    before = kdp.state()
+    human = kdp.ctl("route", "add", "10.250.0.0/16", "--via", "192.168.50.11").stdout
+    assert "+ 10.250.0.0/16 via 192.168.50.11" in human and "live in all workers" in human
+    assert static_routes() == [("10.244.2.0/24", "192.168.50.11"), ("10.250.0.0/16", "192.168.50.11")]
+    # Rejected whole, naming the field; the table stays as it was.
+    middle = kdp.state()
+    for args, message in [
+            (["10.244.1.128/25", "--via", "192.168.50.11"], "route.prefix: 10.244.1.128/25 lies inside node.pod_cidr"),
+            (["10.250.0.0/16", "--via", "192.168.50.12"], "route.prefix: 10.250.0.0/16 is already routed"),
+            (["10.251.0.0/16", "--via", "192.168.50.10"], "route.via: 192.168.50.10 is this node's own address"),
+            (["10.251.0.0/16", "--via", "192.168.50.11", "--port", "pod0"], "route.port: \"pod0\" is a pod port"),
+            (["10.251.0.0/16", "--via", "192.168.50.11", "--port", "nope"], "route.port: no [[port]] is named")]:
+        err = kdp.ctl("route", "add", *args, rc=1).stderr
+        assert message in err, err
+    kdp.ctl("route", "add", "10.251.0.0/33", "--via", "192.168.50.11", rc=2)  # not a prefix: kdpctl refuses
+    kdp.ctl("route", "add", "10.251.0.0/16", "--via", "not-an-ip", rc=2)
+    err = kdp.ctl("route", "del", "10.99.0.0/16", rc=1).stderr
+    assert "route.prefix: no route for 10.99.0.0/16" in err
+    assert kdp.state() == middle
+    kdp.ctl("route", "del", "10.250.0.0/16")
+    assert static_routes() == [("10.244.2.0/24", "192.168.50.11")]
+    assert kdp.state() == before
+
+
+def test_snat_list(kdp):
+    snat = kdp.json("snat", "list")
+    assert snat["in_use"] == 0 and snat["entries"] == []
+    [share] = snat["ports"]  # one worker holds the whole [nat] snat_ports range
+    assert share["worker"] == 0 and share["low"] < share["high"]
+    assert "worker 0: ports" in kdp.ctl("snat", "list").stdout
+
+
+def test_update_latency_is_reported(kdp):
+    before = kdp.json("stats")["updates"]
+    kdp.ctl("endpoint", "add", "--service", "default/web", "--ip", "10.244.1.9")
+    kdp.ctl("endpoint", "del", "--service", "default/web", "--ip", "10.244.1.77", rc=1)
+    after = kdp.json("stats")["updates"]
+    assert after["applied"] == before["applied"] + 1
+    assert after["failed"] == before["failed"] + 1
+    assert after["live_seconds"]["count"] == before["live_seconds"]["count"] + 1
+    assert after["apply_seconds"]["buckets"][-1][1] == after["apply_seconds"]["count"]
+    prom = kdp.ctl("stats", "--prometheus").stdout.splitlines()
+    assert "# TYPE kdp_update_live_seconds histogram" in prom
+    assert f'kdp_update_apply_seconds_count {after["apply_seconds"]["count"]}' in prom
+    assert f'kdp_update_failures_total {after["failed"]}' in prom
 
 
 def test_usage_and_connection_errors(kdp, tmp_path):

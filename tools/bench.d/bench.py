@@ -256,6 +256,7 @@ class Bench:
         self.tmp = Path(tempfile.mkdtemp(prefix="kdp-bench-"))
         self.rows: list[Row] = []
         self.memory = {}
+        self.updates = {}
         self.netns_prefix = f"kdpb{uuid.uuid4().hex[:6]}"
         self.dut_lcores = ",".join(str(c) for c in range(1, 1 + self.workers))
 
@@ -533,6 +534,88 @@ class Bench:
         base = self.udp_flows_args(spread(n), 4096)
         return self.measured(kdp, self.veth_gen, *base, warmup=self.warmup_args(base, 4096))
 
+    # -- control-plane updates under traffic ------------------------------------------------------
+
+    def kdp_updates(self):
+        """Issue 4's update benchmark: while the generator keeps UDP flowing
+        through Service 0 at a fixed rate, one `kdpctl apply` installs N
+        Services x 10 endpoints, then endpoints of the Service under traffic
+        are removed and added back one at a time. Reports the apply's wall
+        time, kdp's own apply/live split for each change, and packets lost."""
+        n = 1000 if self.args.smoke else 10000
+        endpoints = [f"10.244.2.{2 + i}" for i in range(10)]
+        changes = 6 if self.args.smoke else 20
+        sa, sb = self.memif_pair("updates")
+        workdir = self.tmp / "kdp-updates"
+        ports = [("pod0", "pod", f"net_memif0,role=server,socket={sa}", None),
+                 ("up0", "uplink", f"net_memif1,role=server,socket={sb}", UPLINK_MAC)]
+        base = kdp_toml(workdir, ports, self.workers, 65536, 1024)
+        kdp = Kdp(workdir, base + kdp_services_toml(1, endpoints=endpoints))
+        gen = self.memif_gen(sa, sb)
+        flows, rate = 1024, 200000
+        duration = 6.0 if self.args.smoke else 20.0
+        traffic = ["--tx-port", 0, "--rx-port", 1, "--proto", "udp", "--flows", flows, "--src-ip", POD_A_IPS,
+                   "--dst-mac", GATEWAY_MAC, "--src-mac", GEN_A_MAC, "--dst", f"{service_ip(0)}:{SVC_PORT}"]
+        big = workdir / "services.toml"
+        big.write_text(base + kdp_services_toml(n, endpoints=endpoints))
+        result, errors = {}, []
+        try:
+            gen.run(*self.warmup_args(traffic, flows), timeout=120)
+            import threading
+            summary = {}
+            runner = threading.Thread(target=lambda: summary.update(gen.run(
+                *traffic, "--rate", rate, "--duration", duration, "--drain-ms", 500, timeout=300)))
+            runner.start()
+            try:
+                time.sleep(1.0)
+                ctl = [KDPCTL, "--socket", kdp.sock, "--json"]
+                t0 = time.monotonic()
+                reply = json.loads(run([*ctl, "apply", "-f", big], timeout=300).stdout)
+                result["apply_wall_s"] = time.monotonic() - t0
+                result["apply_ms"] = reply["timing"]["apply_ms"]
+                result["apply_live_ms"] = reply["timing"]["live_ms"]
+                result["services_added"] = len(reply["services"]["added"])
+                walls, applies, lives = [], [], []
+                for k in range(changes):
+                    ep = endpoints[k % len(endpoints)]
+                    verb = "del" if k % 2 == 0 else "add"
+                    t0 = time.monotonic()
+                    reply = json.loads(run([*ctl, "endpoint", verb, "--service", "bench/svc-0", "--ip", ep,
+                                            *(["--node", "node-b"] if verb == "add" else [])], timeout=60).stdout)
+                    walls.append((time.monotonic() - t0) * 1e3)
+                    applies.append(reply["timing"]["apply_ms"])
+                    lives.append(reply["timing"]["live_ms"])
+                    time.sleep(0.1)
+                for name, values in (("endpoint_wall_ms", walls), ("endpoint_apply_ms", applies),
+                                     ("endpoint_live_ms", lives)):
+                    values = sorted(v for v in values if v is not None)
+                    result[name] = {"p50": values[len(values) // 2], "max": values[-1]}
+                result["endpoint_changes"] = changes
+            except Exception as e:
+                errors.append(str(e).strip().splitlines()[0][:200])
+            runner.join()
+            if not summary:
+                raise RuntimeError("the generator run failed")
+            r = gen_result(summary)
+            result.update(tx_packets=r["tx_packets"], rx_packets=r["rx_packets"],
+                          lost=r["tx_packets"] - r["rx_packets"], offered_pps=rate, loss_pct=r["loss_pct"])
+            stats = kdp.stats()
+            result["services"] = stats["services"]
+            drops = drops_of(stats)
+            if drops:
+                result["kdp_drops"] = drops
+            # Where lost packets went missing: kdp's RX ring full (the worker
+            # not polling) or its TX ring full, as opposed to a counted drop.
+            result["kdp_ports"] = {p["name"]: {k: p[k] for k in ("rx_missed", "tx_dropped")} for p in stats["ports"]}
+        finally:
+            kdp.stop()
+        if errors:
+            raise RuntimeError(errors[0])
+        self.updates = dict(result, services_applied=n)
+        return {"mpps": result["rx_packets"] / duration / 1e6, "loss_pct": result["loss_pct"],
+                "tx_packets": result["tx_packets"], "rx_packets": result["rx_packets"],
+                "p50_us": r["p50_us"], "p99_us": r["p99_us"]}
+
     # -- all of it -------------------------------------------------------------------------------
 
     def run_all(self):
@@ -563,6 +646,8 @@ class Bench:
                                   note=note)
             finally:
                 self.veth_down()
+        self.scenario("control", "updates under traffic (0.2 Mpps UDP to a Service)", "kdp", self.kdp_updates,
+                      note="see the updates table")
         if self.selected("memory"):
             log("memory ...")
             try:
@@ -621,6 +706,23 @@ class Bench:
                 out.append(f"| RSS of kdp with 1M established flows | {f(full, '.0f')} MB |")
                 out.append(f"| bytes per Service (RSS, 10 → {m['services_measured']:,} Services, 2 endpoints each) | "
                            f"{m['bytes_per_service']:.0f} |")
+        if self.updates:
+            u = self.updates
+            goal = lambda ok: "met" if ok else "not met"  # noqa: E731
+            out += ["", "| control-plane update (traffic flowing) | value | goal |", "|---|---|---|"]
+            out.append(f"| one `kdpctl apply` of {u['services_applied']:,} Services × 10 endpoints, wall time | "
+                       f"{u['apply_wall_s']:.2f} s (kdp: {u['apply_ms']:.0f} ms to validate, compile and publish, "
+                       f"then {u['apply_live_ms']:.2f} ms until every worker moved on) | < 1 s: "
+                       f"{goal(u['apply_wall_s'] < 1)} |")
+            e = u["endpoint_wall_ms"]
+            out.append(f"| one endpoint change (`kdpctl endpoint del/add`, {u['endpoint_changes']} changes), wall time "
+                       f"p50 / max | {e['p50']:.1f} / {e['max']:.1f} ms | < 10 ms: {goal(e['p50'] < 10)} |")
+            a, lv = u["endpoint_apply_ms"], u["endpoint_live_ms"]
+            out.append(f"| … of which kdp computing and publishing it, p50 / max | {a['p50']:.1f} / {a['max']:.1f} ms | |")
+            out.append(f"| … then until every worker uses it, p50 / max | {lv['p50']:.3f} / {lv['max']:.3f} ms | "
+                       f"< 10 ms: {goal(lv['max'] < 10)} |")
+            out.append(f"| packets lost during the updates | {u['lost']:,} of {u['tx_packets']:,} | 0: "
+                       f"{goal(u['lost'] == 0)} |")
         return "\n".join(out)
 
     def header(self):
@@ -777,7 +879,7 @@ def main():
                           "duration_s": b.duration, "elapsed_s": time.monotonic() - t0,
                           "rows": [{"group": r.group, "scenario": r.scenario, "dut": r.dut, "note": r.note,
                                     "error": r.error, **r.result} for r in b.rows],
-                          "memory": b.memory}, indent=1))
+                          "memory": b.memory, "updates": b.updates}, indent=1))
     else:
         print(md)
     log(f"done in {time.monotonic() - t0:.0f}s")
