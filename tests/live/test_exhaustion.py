@@ -224,7 +224,7 @@ def test_syn_flood_keeps_established_connections(make_topo):
     took_in = port_of(during, "up0")["rx"] - port_of(before, "up0")["rx"]
     drops = {k: v - before["drops"][k] for k, v in during["drops"].items() if v != before["drops"][k]}
     assert refused > 0 and drops["conntrack_full"] > 0, drops
-    assert took_in >= sent // 2, (sent, took_in)
+    assert took_in >= 10 * 1024, (sent, took_in)  # ten tables' worth reached kdp
     assert made + refused == took_in, (sent, took_in, made, refused, drops, during["conntrack"])
 
     # The flood over, its embryonic flows time out: back to the established ones.
