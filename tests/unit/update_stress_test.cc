@@ -1,7 +1,9 @@
 // Control-plane updates racing traffic: a worker thread forwards Service
 // traffic without pause while this thread, as the control thread does,
-// replaces the Service and route tables hundreds of times, flushes
-// conntrack and reclaims the old tables after their RCU grace period.
+// replaces the Service table (with Maglev tables) and the route table
+// hundreds of times, installs and removes neighbour and FDB entries,
+// flushes conntrack and reclaims the old tables after their RCU grace
+// period.
 //
 // Under the ASan build (tools/test runs the unit suite there) a worker that
 // read a table after it was freed would abort the run with a
@@ -117,6 +119,24 @@ TEST_F(UpdateStressTest, TableSwapsRaceTrafficWithoutLossOrStaleReads) {
     tables->publish_routes(
         std::make_unique<RouteSnapshot>(tables->routes_from_config(routed), tables->next_route_generation()));
     if (generations % 16 == 0) tables->conntrack->remove_if([](const FlowEntry&) { return true; });
+    // Neighbour and FDB entries the control thread installs and removes in
+    // the tables the worker looks up on every packet (its next hop and the
+    // pod's MAC live there too).
+    const be32 neighbor_ip = to_be32(0xc0a83c00u + generations % 200);  // 192.168.60.x
+    if (generations >= 100) tables->neighbors.erase(NeighborKey{to_be32(0xc0a83c00u + (generations - 100) % 200)});
+    NeighborEntry neighbor;
+    neighbor.mac_state.store(NeighborEntry::pack(kRouterMac, NeighborState::Static));
+    neighbor.port = kUp;
+    tables->neighbors.insert(NeighborKey{neighbor_ip}, neighbor);
+    rte_ether_addr fake_mac = {{0x02, 0xfd, 0, 0, static_cast<uint8_t>(generations >> 8), static_cast<uint8_t>(generations)}};
+    FdbEntry fdb;
+    fdb.port.store(kPod1);
+    tables->fdb.insert(fdb_key(fake_mac), fdb);
+    if (generations >= 100) {
+      fake_mac.addr_bytes[4] = static_cast<uint8_t>((generations - 100) >> 8);
+      fake_mac.addr_bytes[5] = static_cast<uint8_t>(generations - 100);
+      tables->fdb.erase(fdb_key(fake_mac));
+    }
     // As the control socket answers a change: once every worker has moved
     // past the old tables (an LPM is 64 MB: they must not pile up).
     const uint64_t token = tables->rcu.start_grace();
