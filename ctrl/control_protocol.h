@@ -69,7 +69,7 @@
 //                              an edit of the running desired config, then apply.
 //
 // Every verb that changes state (apply, watch.event, endpoint.*, service.del,
-// route.*) answers once the change is live: the new tables are published and
+// route.*, pod.add, pod.del) answers once the change is live: the new tables are published and
 // every worker has since passed a quiescent point, so none can still use the
 // old ones. Its reply carries "timing": {"apply_ms" (validate, compile and
 // publish), "live_ms" (publish until every worker has moved on)}.

@@ -354,8 +354,14 @@ json ControlServer::change_live(bool dry_run, Change change) {
 
 json ControlServer::dispatch(const control::Request& request) {
   const std::string& verb = request.verb;
-  if (verb == "pod.add") return pods_.add(control::pod_add_args(request));
-  if (verb == "pod.del") return pods_.del(control::pod_del_args(request));
+  if (verb == "pod.add") {
+    const auto args = control::pod_add_args(request);
+    return change_live(args.dry_run, [&] { return pods_.add(args); });
+  }
+  if (verb == "pod.del") {
+    const auto args = control::pod_del_args(request);
+    return change_live(args.dry_run, [&] { return pods_.del(args); });
+  }
   if (verb == "pod.list") return pods_.list();
   if (verb == "stats") return stats();
   if (verb == "port.list") return list_ports();

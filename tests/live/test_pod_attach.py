@@ -144,6 +144,9 @@ def test_attach_at_run_time(topo):
     assert topo.port_names() == ["pod0", "up0"]
 
     reply = attach_pod_b(topo)
+    # Answered once live: kdp says how long publishing and the workers took.
+    timing = reply.pop("timing")
+    assert timing["apply_ms"] >= 0 and timing["live_ms"] >= 0, timing
     assert reply == {"name": POD_B_NAME, "port": topo.host_if["pod-b"], "index": 2, "iface": topo.host_if["pod-b"],
                      "ip": POD_B, "mac": MAC_B, "gateway_ip": GATEWAY, "gateway_mac": NODE["gateway_mac"],
                      "dry_run": False}, reply

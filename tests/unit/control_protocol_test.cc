@@ -344,7 +344,8 @@ TEST(ControlProtocolTest, ServiceRouteAndSnatVerbs) {
   EXPECT_EQ(list.filter.dst, parse_ipv4("10.244.1.5"));
   EXPECT_EQ(list.filter.service, "a/b");
   EXPECT_EQ(list.limit, kDefaultConntrackListLimit);
-  for (const char* verb : {"apply", "watch.event", "endpoint.add", "endpoint.del", "service.del", "route.add", "route.del"})
+  for (const char* verb : {"apply", "watch.event", "endpoint.add", "endpoint.del", "service.del", "route.add", "route.del",
+                           "pod.add", "pod.del"})
     EXPECT_TRUE(changes_state(verb)) << verb;
   for (const char* verb : {"stats", "service.get", "snat.list", "conntrack.list", "nope"})
     EXPECT_FALSE(changes_state(verb)) << verb;
