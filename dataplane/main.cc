@@ -142,7 +142,7 @@ int run(const std::string& config_path, int exit_when_idle_ms, const std::string
   workers.clear();
   channels.clear();
   tables.reset();
-  rte_eal_cleanup();
+  cleanup_eal();
   return 0;
 }
 

@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include <filesystem>
 #include <stdexcept>
 
 namespace kdp {
@@ -46,6 +47,13 @@ void init_eal(const std::vector<std::string>& args) {
   argv.push_back(nullptr);
   if (rte_eal_init(static_cast<int>(args.size()), argv.data()) < 0)
     throw std::runtime_error(fmt::format("EAL initialisation failed: {}", rte_strerror(rte_errno)));
+}
+
+void cleanup_eal() {
+  const std::string runtime_dir = rte_eal_get_runtime_dir();
+  rte_eal_cleanup();
+  std::error_code ignored;
+  std::filesystem::remove_all(runtime_dir, ignored);
 }
 
 }  // namespace kdp

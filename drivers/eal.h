@@ -20,4 +20,9 @@ bool is_vdev(const std::string& device);
 // Initialises the EAL; throws std::runtime_error with rte_strerror.
 void init_eal(const std::vector<std::string>& args);
 
+// rte_eal_cleanup, then removal of this process's runtime directory
+// (/var/run/dpdk/<file prefix>), which the EAL leaves behind: every run has
+// a prefix of its own, so they would pile up.
+void cleanup_eal();
+
 }  // namespace kdp

@@ -443,7 +443,7 @@ int run(const Options& o) {
   streams.clear();
   rx_queues.clear();
   rte_mempool_free(pool);
-  rte_eal_cleanup();
+  cleanup_eal();
   return 0;
 }
 

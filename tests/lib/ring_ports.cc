@@ -1,5 +1,7 @@
 #include "tests/lib/ring_ports.h"
 
+#include "drivers/eal.h"
+
 #include <rte_eal.h>
 #include <rte_errno.h>
 #include <rte_eth_ring.h>
@@ -36,12 +38,7 @@ void init_test_eal(const std::string& program) {
   if (rte_eal_init(static_cast<int>(argv.size()), argv.data()) < 0) fail("rte_eal_init");
 }
 
-void cleanup_test_eal() {
-  const std::string runtime_dir = rte_eal_get_runtime_dir();
-  rte_eal_cleanup();
-  std::error_code ignored;
-  std::filesystem::remove_all(runtime_dir, ignored);
-}
+void cleanup_test_eal() { cleanup_eal(); }
 
 RingPorts create_ring_ports(const std::string& tag, unsigned count) {
   RingPorts ports;
