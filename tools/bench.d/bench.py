@@ -706,6 +706,10 @@ class Bench:
                 out.append(f"| RSS of kdp with 1M established flows | {f(full, '.0f')} MB |")
                 out.append(f"| bytes per Service (RSS, 10 → {m['services_measured']:,} Services, 2 endpoints each) | "
                            f"{m['bytes_per_service']:.0f} |")
+        targets = self.targets()
+        if targets:
+            out += ["", "| target (issue 5) | measured | met? |", "|---|---|---|"]
+            out += [f"| {name} | {measured} | {verdict} |" for name, measured, verdict in targets]
         if self.updates:
             u = self.updates
             goal = lambda ok: "met" if ok else "not met"  # noqa: E731
@@ -724,6 +728,45 @@ class Bench:
             out.append(f"| packets lost during the updates | {u['lost']:,} of {u['tx_packets']:,} | 0: "
                        f"{goal(u['lost'] == 0)} |")
         return "\n".join(out)
+
+    def targets(self):
+        """The goals of issue 5, each as (target, measured, "met" or by how much it is missed)."""
+        def row(scenario, dut="kdp"):
+            return next((r.result for r in self.rows if r.scenario.startswith(scenario) and r.dut == dut
+                         and not r.error), None)
+
+        def verdict(ok, miss):
+            return "met" if ok else f"missed by {miss}"
+        out = []
+        dnat = row("Service DNAT, 1,000,000 established flows")
+        if dnat and dnat.get("vs_testpmd"):
+            v = dnat["vs_testpmd"]
+            out.append(("Service DNAT at 1M established flows ≥ 80% of testpmd io forwarding, one core",
+                        f"{100 * v:.0f}%", verdict(v >= 0.8, f"{100 * (0.8 - v):.0f} points")))
+        costs = [(n, row(f"DNAT vs Services: {n:,} Services")) for n in (10, 1000, 10000, 100000)]
+        costs = [(n, r["cycles"]) for n, r in costs if r and r.get("cycles")]
+        if len(costs) >= 2:
+            base = costs[0][1]
+            worst = max(costs, key=lambda c: abs(c[1] / base - 1))
+            dev = worst[1] / base - 1
+            out.append((f"cycles per packet flat within ±10% from {costs[0][0]:,} to {costs[-1][0]:,} Services",
+                        ", ".join(f"{n:,}: {c:.0f}" for n, c in costs),
+                        verdict(abs(dev) <= 0.10, f"{100 * (abs(dev) - 0.10):.0f} points ({worst[0]:,} Services: "
+                                                 f"{100 * dev:+.0f}%)")))
+        veth = row("Service DNAT, 10,000 Services")
+        if veth and veth.get("vs_kernel_iptables"):
+            v = min(veth["vs_kernel_iptables"], veth.get("vs_kernel_nftables") or veth["vs_kernel_iptables"])
+            out.append(("≥ 10× the kernel's packet rate at 10k Services (veths, the lower of iptables / nftables)",
+                        f"{v:.2f}×", verdict(v >= 10, f"a factor of {10 / v:.1f}")))
+        syn = row("new connections through a Service")
+        if syn and syn.get("mpps"):
+            v = syn["mpps"] / self.workers
+            out.append(("≥ 2 M new connections per second per core", f"{v:.2f} M/s",
+                        verdict(v >= 2, f"{2 - v:.2f} M/s ({100 * (2 - v) / 2:.0f}%)")))
+        if self.memory.get("bytes_per_flow_slot"):
+            v = self.memory["bytes_per_flow_slot"]
+            out.append(("≤ 128 bytes per conntrack entry", f"{v:.0f} B", verdict(v <= 128, f"{v - 128:.0f} B")))
+        return out
 
     def header(self):
         model = next((l.split(":", 1)[1].strip() for l in run(["lscpu"]).stdout.splitlines()
@@ -879,7 +922,9 @@ def main():
                           "duration_s": b.duration, "elapsed_s": time.monotonic() - t0,
                           "rows": [{"group": r.group, "scenario": r.scenario, "dut": r.dut, "note": r.note,
                                     "error": r.error, **r.result} for r in b.rows],
-                          "memory": b.memory, "updates": b.updates}, indent=1))
+                          "memory": b.memory, "updates": b.updates,
+                          "targets": [{"target": t, "measured": m, "verdict": v} for t, m, v in b.targets()]},
+                         indent=1))
     else:
         print(md)
     log(f"done in {time.monotonic() - t0:.0f}s")
