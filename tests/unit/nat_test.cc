@@ -126,23 +126,27 @@ class ManyServicesTest : public DataplaneTest {
   static Ipv4 vip(uint32_t i) { return (Ipv4{10} << 24 | Ipv4{96} << 16) + 1 + i; }
   static Ipv4 endpoint(uint32_t i) { return (Ipv4{10} << 24 | Ipv4{244} << 16 | Ipv4{2} << 8) + 2 + i % 250; }
 
-  CompiledServices compile_many() const {
-    Config many = *config;
-    many.services.reserve(kServices);
-    for (uint32_t i = 0; i < kServices; ++i) {
-      ServiceConfig service;
-      service.name = "default/s" + std::to_string(i);
-      service.cluster_ip = vip(i);
-      service.ports.push_back({.name = "", .protocol = L4Proto::Tcp, .port = 80, .target_port = 8080});
-      service.endpoints.push_back({.ip = endpoint(i), .node = "node-b"});
-      many.services.push_back(std::move(service));
-    }
-    return compile_services(many);
+  // Compiled once for the suite: the node part of the config is the fixture's.
+  const CompiledServices& compile_many() const {
+    static const CompiledServices compiled = [this] {
+      Config many = *config;
+      many.services.reserve(kServices);
+      for (uint32_t i = 0; i < kServices; ++i) {
+        ServiceConfig service;
+        service.name = "default/s" + std::to_string(i);
+        service.cluster_ip = vip(i);
+        service.ports.push_back({.name = "", .protocol = L4Proto::Tcp, .port = 80, .target_port = 8080});
+        service.endpoints.push_back({.ip = endpoint(i), .node = "node-b"});
+        many.services.push_back(std::move(service));
+      }
+      return compile_services(many);
+    }();
+    return compiled;
   }
 };
 
 TEST_F(ManyServicesTest, SnapshotPastSixteenBitIdsFindsTheLastFrontend) {
-  const CompiledServices compiled = compile_many();
+  const CompiledServices& compiled = compile_many();
   ASSERT_EQ(compiled.entries.size(), kServices);
   ServiceSnapshot snapshot(compiled, 1000);
   ASSERT_EQ(snapshot.slots().size(), kServices);
