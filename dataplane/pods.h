@@ -11,6 +11,12 @@
 // or hold it in a TX buffer. Only then is its index free for another port;
 // the per-port counters of a reused index are reported from a base recorded
 // when the new port took it.
+//
+// net_af_packet holds no mbufs of its own (it copies frames between mbufs
+// and the kernel's packet ring), so the pool sized at start-up serves
+// attached ports too. A worker's learn event from just before a pod.del
+// may reach the control thread after the index went to a new pod: at worst
+// an FDB entry for the old pod's MAC on the new port, which ages out.
 #pragma once
 
 #include <nlohmann/json.hpp>
