@@ -5,6 +5,8 @@
 #include <rte_hash_crc.h>
 #include <rte_random.h>
 
+#include <algorithm>
+
 #include "dataplane/stages.h"
 #include "nat/rewrite.h"
 
@@ -17,8 +19,8 @@ constexpr unsigned kSnatTries = 16;
 
 rte_ipv4_hdr* ipv4_of(rte_mbuf* m) { return rte_pktmbuf_mtod_offset(m, rte_ipv4_hdr*, kEthLen); }
 
-// A SYN's window scale option (RFC 7323), -1 when it has none. Classify
-// checked that the options lie within the packet.
+// A SYN's window scale option (RFC 7323; above 14 counts as 14), -1 when it
+// has none. Classify checked that the options lie within the packet.
 int8_t tcp_window_scale(const uint8_t* tcp, unsigned header_len) {
   for (unsigned i = sizeof(rte_tcp_hdr); i < header_len;) {
     const uint8_t kind = tcp[i];
@@ -30,7 +32,7 @@ int8_t tcp_window_scale(const uint8_t* tcp, unsigned header_len) {
     if (i + 1 >= header_len) break;
     const uint8_t len = tcp[i + 1];
     if (len < 2 || i + len > header_len) break;
-    if (kind == 3 && len == 3) return static_cast<int8_t>(tcp[i + 2]);
+    if (kind == 3 && len == 3) return static_cast<int8_t>(std::min<uint8_t>(tcp[i + 2], kTcpMaxWindowScale));
     i += len;
   }
   return -1;

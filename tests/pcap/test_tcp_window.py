@@ -144,3 +144,28 @@ def test_icmp_error_matches_a_flow_only_by_its_quoted_header(tmp_path):
     assert got[ICMP].type == 3 and got[ICMP].code == 4
     inner = IP(bytes(got[ICMP].payload)[:28])
     assert (inner.src, inner.dst, inner.payload.sport, inner.payload.dport) == (OUTSIDE_IP, VIP, 51000, 80)
+
+
+def test_window_scale_read_from_the_syn_options(tmp_path):
+    """The backend opens with a 1,000-byte window, then advertises 509 units:
+    65,152 bytes when both SYNs carried the window scale option (shift 7), so
+    a segment 30,000 bytes ahead passes; 509 bytes when the backend's SYN+ACK
+    carried none, so the same segment is out of window."""
+    c, s = CLIENT_ISN + 1, SERVER_ISN + 1
+    ahead = from_client("PA", c + 30_000, s, b"x" * 100)
+
+    def conversation(backend_options):
+        return [from_client("S", CLIENT_ISN, window=64240, options=WSCALE),
+                from_backend("SA", SERVER_ISN, c, window=1000, options=backend_options),
+                from_client("A", c, s),
+                from_backend("A", s, c, window=509),
+                ahead]
+
+    r = run(tmp_path / "scaled", conversation(WSCALE))
+    assert len(r.out[UPLINK]) == 5
+    assert_frame(r.out[UPLINK][4], to_backend(ahead), "the segment inside the scaled window")
+    assert r.drops() == {}
+
+    r = run(tmp_path / "unscaled", conversation([("MSS", 1460)]))
+    assert len(r.out[UPLINK]) == 4
+    assert r.drops() == {"conntrack_tcp_out_of_window": 1}
