@@ -115,6 +115,10 @@ struct Config {
     unsigned hold_packets = 16;   // packets held per unresolved neighbour
     unsigned retries = 3;         // ARP requests before giving up
     unsigned retry_ms = 1000;
+    // Packets held for all unresolved neighbours together: the mbuf pool
+    // reserves this many, so a flood of unresolvable destinations cannot
+    // take the mbufs that resolved traffic needs.
+    unsigned held_total_max() const { return hold_packets * 64; }
   } neighbor;
 
   // Connection tracking. Timeouts in seconds, defaulting to what kube-proxy

@@ -2,6 +2,8 @@
 
 #include <rte_cycles.h>
 
+#include <algorithm>
+
 #include "dataplane/packet_build.h"
 
 namespace kdp {
@@ -11,7 +13,10 @@ constexpr unsigned kSweepPerPoll = 2048;
 }  // namespace
 
 Control::Control(NodeTables& tables, std::vector<WorkerChannels*> channels, rte_mempool* pool)
-    : tables_(tables), channels_(std::move(channels)), pool_(pool) {}
+    : tables_(tables),
+      channels_(std::move(channels)),
+      pool_(pool),
+      held_total_max_(std::min(tables.config.neighbor.held_total_max(), pool != nullptr ? pool->size / 4 : 0u)) {}
 
 Control::~Control() {
   for (auto& [ip, pending] : pending_)
@@ -126,12 +131,17 @@ void Control::hold(rte_mbuf* m) {
   }
   auto [it, is_new] = pending_.try_emplace(static_cast<uint32_t>(md.next_hop));
   Pending& p = it->second;
-  if (p.held.size() >= tables_.config.neighbor.hold_packets) {
+  // Per neighbour, as Linux's unres_qlen, and for all of them together, so
+  // held packets never take more mbufs than the pool set aside for them (or
+  // a quarter of a pool sized by hand).
+  if (p.held.size() >= tables_.config.neighbor.hold_packets || held_total_ >= held_total_max_) {
     counters_.hold_overflow.add();
     rte_pktmbuf_free(m);
+    if (p.held.empty()) pending_.erase(it);  // nothing held: no resolution started for it
     return;
   }
   p.held.push_back(m);
+  ++held_total_;
   counters_.held.add();
   if (is_new) {
     p.port = (md.flags & kFlagToBridgeNet) ? kNoPort : md.out_port;
@@ -153,6 +163,7 @@ void Control::release(be32 ip, const rte_ether_addr& mac) {
     inject(m);
     counters_.hold_released.add();
   }
+  held_total_ -= it->second.held.size();
   pending_.erase(it);
 }
 
@@ -199,6 +210,7 @@ void Control::run_timers() {
     }
     if (p.tries >= ncfg.retries) {
       counters_.hold_unresolved.add(p.held.size());
+      held_total_ -= p.held.size();
       for (rte_mbuf* m : p.held) rte_pktmbuf_free(m);
       it = pending_.erase(it);
       continue;

@@ -57,6 +57,8 @@ class Control {
   rte_mempool* pool_;
   ControlCounters counters_;
   std::unordered_map<uint32_t, Pending> pending_;  // key: be32 next hop
+  size_t held_total_ = 0;                           // packets in all pending_ queues
+  const size_t held_total_max_;
   uint64_t now_ms_ = 0;
   uint32_t now_s_ = 0;
   uint64_t next_timer_ms_ = 0;

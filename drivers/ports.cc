@@ -32,7 +32,7 @@ rte_mempool* create_mbuf_pool(const Config& config, unsigned workers) {
   if (n == 0) {
     const unsigned per_queue = config.mbufs.rx_desc + config.mbufs.tx_desc + 2 * kBurstSize;
     n = config.ports.size() * workers * per_queue + (workers + 1) * (config.mbufs.cache_size + kCtrlRingMbufs) +
-        config.neighbor.hold_packets * 64 + 1024;
+        config.neighbor.held_total_max() + 1024;
   }
   rte_mempool* pool = rte_pktmbuf_pool_create("kdp_mbufs", n, config.mbufs.cache_size, kMbufPrivSize,
                                               RTE_MBUF_DEFAULT_BUF_SIZE, rte_socket_id());

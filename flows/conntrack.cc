@@ -109,10 +109,12 @@ bool tcp_in_window(FlowEntry& e, FlowDir dir, const TcpSegment& seg, TcpState st
   // Acknowledgements may trail by at most the larger of the sender's window
   // and 66,000 bytes (the kernel's MAXACKWINDOW).
   const uint32_t ack_slack = std::max<uint32_t>(s_maxwin, 66000);
-  const bool in_window = !seq_after(seq, s_maxend) &                                // not beyond what it was allowed
-                         (r_maxwin == 0 || seq_after(end, s_end - r_maxwin - 1)) &  // nor before the receiver's window
-                         !seq_after(ack, r_end) &                                   // acks nothing unsent
-                         seq_after(ack, r_end - ack_slack - 1);                     // nor anything ancient
+  // Bitwise on purpose: all four are computed without branches.
+  const bool in_window = static_cast<bool>(
+      unsigned{!seq_after(seq, s_maxend)} &                                // not beyond what it was allowed
+      unsigned{r_maxwin == 0 || seq_after(end, s_end - r_maxwin - 1)} &    // nor before the receiver's window
+      unsigned{!seq_after(ack, r_end)} &                                   // acks nothing unsent
+      unsigned{seq_after(ack, r_end - ack_slack - 1)});                    // nor anything ancient
   if (!in_window) return e.window_flags.load(kRelaxed) & kWindowLiberal;
 
   if (start == Start::Syn) {

@@ -7,6 +7,8 @@
 #include <chrono>
 #include <thread>
 
+#include <fmt/format.h>
+
 #include "tests/unit/dataplane_fixture.h"
 
 namespace kdp::test {
@@ -204,6 +206,40 @@ TEST_F(RouterTest, KnownNeighborWithoutFdbEntryFloodedToEveryPodPort) {
   EXPECT_EQ(sent(kPod2), std::vector<Bytes>{expected});
   expect_nothing_sent();
   EXPECT_EQ(ctx->counters.punted.get(), 0u);
+}
+
+class RouterHoldBudgetTest : public RouterTest {
+ protected:
+  // 64 packets held at most over all neighbours (hold_packets x 64).
+  std::string extra_config() const override { return "[neighbors]\nhold_packets = 1\n"; }
+};
+
+TEST_F(RouterHoldBudgetTest, UnresolvedDestinationsCannotHoldMoreThanTheBudget) {
+  // 100 pod addresses nobody answers for: the first 64 are held (one ARP
+  // request each), the rest dropped as hold_overflow with no resolution
+  // started, so they take no mbuf beyond the pool's reserve.
+  for (unsigned i = 0; i < 100; ++i)
+    send(kUp, ipv4_frame(kUplinkMac, kRouterMac,
+                         {.src = kRemotePod, .dst = ip(fmt::format("10.244.1.{}", 100 + i)), .proto = IPPROTO_UDP},
+                         udp(7, 7, {})));
+  for (int i = 0; i < 4; ++i) poll();
+  EXPECT_EQ(ctx->counters.punted.get(), 100u);
+  control_poll();
+  EXPECT_EQ(cc().held.get(), 64u);
+  EXPECT_EQ(cc().hold_overflow.get(), 36u);
+  EXPECT_EQ(cc().arp_requests_sent.get(), 64u);
+  // One answer frees its held packet, and the budget takes a new one again.
+  const rte_ether_addr answering = mac("02:00:0a:f4:01:64");
+  send_and_poll(kPod1, arp_frame(kGatewayMac, answering, RTE_ARP_OP_REPLY, answering, ip("10.244.1.100"), kGatewayMac,
+                                 kGatewayIp));
+  control_poll();
+  EXPECT_EQ(cc().hold_released.get(), 1u);
+  send_and_poll(kUp, ipv4_frame(kUplinkMac, kRouterMac,
+                                {.src = kRemotePod, .dst = ip("10.244.1.250"), .proto = IPPROTO_UDP}, udp(7, 7, {})));
+  control_poll();
+  EXPECT_EQ(cc().held.get(), 65u);
+  EXPECT_EQ(cc().hold_overflow.get(), 36u);
+  sent_counts();
 }
 
 class RouterHoldTest : public RouterTest {
