@@ -577,7 +577,7 @@ class Bench:
                 result["services_added"] = len(reply["services"]["added"])
                 walls, applies, lives = [], [], []
                 for k in range(changes):
-                    ep = endpoints[k % len(endpoints)]
+                    ep = endpoints[(k // 2) % len(endpoints)]  # removed, then added back
                     verb = "del" if k % 2 == 0 else "add"
                     t0 = time.monotonic()
                     reply = json.loads(run([*ctl, "endpoint", verb, "--service", "bench/svc-0", "--ip", ep,
@@ -592,7 +592,8 @@ class Bench:
                     result[name] = {"p50": values[len(values) // 2], "max": values[-1]}
                 result["endpoint_changes"] = changes
             except Exception as e:
-                errors.append(str(e).strip().splitlines()[0][:200])
+                lines = str(e).strip().splitlines()
+                errors.append(" ".join(lines[:1] + lines[-1:])[:400])
             runner.join()
             if not summary:
                 raise RuntimeError("the generator run failed")
