@@ -1203,19 +1203,14 @@ std::optional<std::string> immutable_difference(const Config& a, const Config& b
   return std::nullopt;
 }
 
-namespace {
-
-ServiceConfig& find_service(Config& config, std::string_view name) {
-  for (ServiceConfig& service : config.services)
-    if (service.name == name) return service;
-  throw ConfigError(fmt::format("endpoint.service: no service is named {}", quoted(name)));
+size_t service_index(const Config& config, std::string_view name, std::string_view key) {
+  for (size_t i = 0; i < config.services.size(); ++i)
+    if (config.services[i].name == name) return i;
+  throw ConfigError(fmt::format("{}: no service is named {}", key, quoted(name)));
 }
 
-}  // namespace
-
-Config with_endpoint(const Config& config, std::string_view service_name, const EndpointConfig& endpoint) {
-  Config out = config;
-  ServiceConfig& service = find_service(out, service_name);
+ServiceConfig with_endpoint(const Config& config, std::string_view service_name, const EndpointConfig& endpoint) {
+  ServiceConfig service = config.services[service_index(config, service_name, "endpoint.service")];
   auto fail_key = [](std::string_view key, std::string_view problem) {
     throw ConfigError(fmt::format("endpoint.{}: {}", key, problem));
   };
@@ -1237,18 +1232,17 @@ Config with_endpoint(const Config& config, std::string_view service_name, const 
   auto it = std::find_if(service.endpoints.begin(), service.endpoints.end(), same_ip);
   if (it != service.endpoints.end()) *it = endpoint;
   else service.endpoints.push_back(endpoint);
-  return out;
+  return service;
 }
 
-Config without_endpoint(const Config& config, std::string_view service_name, Ipv4 ip) {
-  Config out = config;
-  ServiceConfig& service = find_service(out, service_name);
+ServiceConfig without_endpoint(const Config& config, std::string_view service_name, Ipv4 ip) {
+  ServiceConfig service = config.services[service_index(config, service_name, "endpoint.service")];
   auto it = std::find_if(service.endpoints.begin(), service.endpoints.end(),
                          [&](const EndpointConfig& e) { return e.ip == ip; });
   if (it == service.endpoints.end())
     throw ConfigError(fmt::format("endpoint.ip: {} is not an endpoint of {}", ipv4_to_string(ip), quoted(service_name)));
   service.endpoints.erase(it);
-  return out;
+  return service;
 }
 
 Config with_route(const Config& config, RouteConfig route) {
@@ -1267,16 +1261,6 @@ Config without_route(const Config& config, const Ipv4Prefix& prefix) {
     throw ConfigError(fmt::format("route.prefix: no route for {} (connected and local routes cannot be removed)",
                                   prefix.to_string()));
   out.routes.erase(it);
-  return out;
-}
-
-Config without_service(const Config& config, std::string_view service_name) {
-  Config out = config;
-  auto it = std::find_if(out.services.begin(), out.services.end(),
-                         [&](const ServiceConfig& s) { return s.name == service_name; });
-  if (it == out.services.end())
-    throw ConfigError(fmt::format("service: no service is named {}", quoted(service_name)));
-  out.services.erase(it);
   return out;
 }
 

@@ -179,20 +179,22 @@ std::optional<std::string> unicast_address_problem(Ipv4 ip);
 // it differs in those only.
 std::optional<std::string> immutable_difference(const Config& running, const Config& desired);
 
-// `config` with `endpoint` added to the service named `service`
-// ("namespace/name"), or replacing its endpoint of the same IP. Validated as
+// The index of the service named `service` ("namespace/name") in
+// config.services; throws ConfigError ("{key}: no service is named ...").
+size_t service_index(const Config& config, std::string_view service, std::string_view key = "service");
+// The service named `service` of `config` with `endpoint` added, or
+// replacing its endpoint of the same IP: a copy of that one service, so that
+// an endpoint change costs one service, not the whole config. Validated as
 // parse_config validates a [[service.endpoint]]; throws ConfigError
 // ("endpoint.ip: ...", "endpoint.service: ...").
-Config with_endpoint(const Config& config, std::string_view service, const EndpointConfig& endpoint);
-// `config` without the endpoint `ip` of service `service`; throws ConfigError
-// when either is unknown.
-Config without_endpoint(const Config& config, std::string_view service, Ipv4 ip);
+ServiceConfig with_endpoint(const Config& config, std::string_view service, const EndpointConfig& endpoint);
+// The service named `service` of `config` without its endpoint `ip`; throws
+// ConfigError when either is unknown.
+ServiceConfig without_endpoint(const Config& config, std::string_view service, Ipv4 ip);
 // `config` with one more static route, checked as a [[route]] is (an empty
 // port means the first uplink); throws ConfigError ("route.prefix: ...").
 Config with_route(const Config& config, RouteConfig route);
 // `config` without the static route for `prefix`; throws ConfigError when none.
 Config without_route(const Config& config, const Ipv4Prefix& prefix);
-// `config` without the [[service]] named `service`; throws ConfigError when none.
-Config without_service(const Config& config, std::string_view service);
 
 }  // namespace kdp

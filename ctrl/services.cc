@@ -206,37 +206,79 @@ ServiceEntry external_entry(const Config& config, const ServiceConfig& service, 
 
 }  // namespace
 
+namespace {
+
+void append_entries(const Config& config, const ServiceConfig& service, std::vector<ServiceEntry>& out) {
+  for (const ServicePortConfig& port : service.ports) {
+    const UsableEndpoints usable = categorize(service, port, config.node.name);
+    out.push_back(cluster_ip_entry(config, service, port, usable));
+    if (port.node_port != 0)
+      out.push_back(
+          external_entry(config, service, port, usable, FrontendKind::NodePort, config.node.node_ip, port.node_port));
+    for (Ipv4 ip : service.external_ips)
+      out.push_back(external_entry(config, service, port, usable, FrontendKind::ExternalIP, ip, port.port));
+    for (Ipv4 ip : service.load_balancer_ips)
+      out.push_back(external_entry(config, service, port, usable, FrontendKind::LoadBalancerIP, ip, port.port));
+  }
+}
+
+[[noreturn]] void fail_shared_frontend(const ServiceKey& key, std::string_view one, std::string_view other) {
+  throw std::invalid_argument(
+      fmt::format("compile_services: {} is a frontend of both \"{}\" and \"{}\"", key.to_string(), one, other));
+}
+
+void fail_above_maximum(size_t frontends) {
+  if (frontends > kMaxServiceFrontends)
+    throw std::invalid_argument(fmt::format("compile_services: service: {} frontends exceed the maximum of {}",
+                                            frontends, kMaxServiceFrontends));
+}
+
+// Sorts by key; throws when two entries share one.
+void sort_unique(std::vector<ServiceEntry>& entries) {
+  std::sort(entries.begin(), entries.end(), [](const ServiceEntry& a, const ServiceEntry& b) { return a.key() < b.key(); });
+  auto duplicate = std::adjacent_find(entries.begin(), entries.end(),
+                                      [](const ServiceEntry& a, const ServiceEntry& b) { return a.key() == b.key(); });
+  if (duplicate != entries.end()) fail_shared_frontend(duplicate->key(), duplicate->service, (duplicate + 1)->service);
+}
+
+// One merge walk over two lists sorted by key; `entry_of` reads an old item.
+template <typename OldIt, typename EntryOf>
+ServiceDiff merge_diff(OldIt old_it, OldIt old_end, const std::vector<ServiceEntry>& desired, EntryOf entry_of) {
+  ServiceDiff diff;
+  auto new_it = desired.begin();
+  while (old_it != old_end || new_it != desired.end()) {
+    if (new_it == desired.end() || (old_it != old_end && entry_of(*old_it).key() < new_it->key())) {
+      diff.removed.push_back(entry_of(*old_it).key());
+      ++old_it;
+    } else if (old_it == old_end || new_it->key() < entry_of(*old_it).key()) {
+      diff.added.push_back(*new_it);
+      ++new_it;
+    } else {
+      if (!(entry_of(*old_it) == *new_it)) diff.changed.push_back(*new_it);
+      ++old_it;
+      ++new_it;
+    }
+  }
+  return diff;
+}
+
+}  // namespace
+
+std::vector<ServiceEntry> compile_service(const Config& config, const ServiceConfig& service) {
+  std::vector<ServiceEntry> entries;
+  append_entries(config, service, entries);
+  sort_unique(entries);
+  return entries;
+}
+
 CompiledServices compile_services(const Config& config) {
   CompiledServices compiled;
   for (const ServiceConfig& service : config.services) {
     compiled.cluster_ips.push_back(service.cluster_ip);
-    for (const ServicePortConfig& port : service.ports) {
-      const UsableEndpoints usable = categorize(service, port, config.node.name);
-      compiled.entries.push_back(cluster_ip_entry(config, service, port, usable));
-      if (port.node_port != 0)
-        compiled.entries.push_back(
-            external_entry(config, service, port, usable, FrontendKind::NodePort, config.node.node_ip, port.node_port));
-      for (Ipv4 ip : service.external_ips)
-        compiled.entries.push_back(
-            external_entry(config, service, port, usable, FrontendKind::ExternalIP, ip, port.port));
-      for (Ipv4 ip : service.load_balancer_ips)
-        compiled.entries.push_back(
-            external_entry(config, service, port, usable, FrontendKind::LoadBalancerIP, ip, port.port));
-    }
+    append_entries(config, service, compiled.entries);
   }
-
-  if (compiled.entries.size() > kMaxServiceFrontends)
-    throw std::invalid_argument(fmt::format("compile_services: service: {} frontends exceed the maximum of {}",
-                                            compiled.entries.size(), kMaxServiceFrontends));
-  std::sort(compiled.entries.begin(), compiled.entries.end(),
-            [](const ServiceEntry& a, const ServiceEntry& b) { return a.key() < b.key(); });
-  auto duplicate = std::adjacent_find(compiled.entries.begin(), compiled.entries.end(),
-                                      [](const ServiceEntry& a, const ServiceEntry& b) { return a.key() == b.key(); });
-  if (duplicate != compiled.entries.end())
-    throw std::invalid_argument(fmt::format("compile_services: {} is a frontend of both \"{}\" and \"{}\"",
-                                            duplicate->key().to_string(), duplicate->service,
-                                            (duplicate + 1)->service));
-
+  fail_above_maximum(compiled.entries.size());
+  sort_unique(compiled.entries);
   std::sort(compiled.cluster_ips.begin(), compiled.cluster_ips.end());
   compiled.cluster_ips.erase(std::unique(compiled.cluster_ips.begin(), compiled.cluster_ips.end()),
                              compiled.cluster_ips.end());
@@ -247,25 +289,98 @@ ServiceDiff diff_services(const CompiledServices& installed, const CompiledServi
   auto by_key = [](const ServiceEntry& a, const ServiceEntry& b) { return a.key() < b.key(); };
   assert(std::is_sorted(installed.entries.begin(), installed.entries.end(), by_key));
   assert(std::is_sorted(desired.entries.begin(), desired.entries.end(), by_key));
-
-  // One merge walk over both sorted lists.
-  ServiceDiff diff;
-  auto old_it = installed.entries.begin();
-  auto new_it = desired.entries.begin();
-  while (old_it != installed.entries.end() || new_it != desired.entries.end()) {
-    if (new_it == desired.entries.end() || (old_it != installed.entries.end() && old_it->key() < new_it->key())) {
-      diff.removed.push_back(old_it->key());
-      ++old_it;
-    } else if (old_it == installed.entries.end() || new_it->key() < old_it->key()) {
-      diff.added.push_back(*new_it);
-      ++new_it;
-    } else {
-      if (!(*old_it == *new_it)) diff.changed.push_back(*new_it);
-      ++old_it;
-      ++new_it;
-    }
-  }
+  ServiceDiff diff = merge_diff(installed.entries.begin(), installed.entries.end(), desired.entries,
+                                [](const ServiceEntry& e) -> const ServiceEntry& { return e; });
+  if (installed.cluster_ips != desired.cluster_ips) diff.cluster_ips = desired.cluster_ips;
   return diff;
+}
+
+// ---- InstalledServices ------------------------------------------------------
+
+InstalledServices::InstalledServices(const CompiledServices& compiled) { apply(diff_services({}, compiled)); }
+
+ServiceDiff InstalledServices::diff(const CompiledServices& desired) const {
+  ServiceDiff diff = merge_diff(entries_.begin(), entries_.end(), desired.entries,
+                                [](const auto& item) -> const ServiceEntry& { return item.second; });
+  if (cluster_ips_ != desired.cluster_ips) diff.cluster_ips = desired.cluster_ips;
+  return diff;
+}
+
+ServiceDiff InstalledServices::diff_service(const ServiceConfig* before, const ServiceConfig* after,
+                                            const Config& config) const {
+  assert(before != nullptr || after != nullptr);
+  const std::string& name = after != nullptr ? after->name : before->name;
+  const std::vector<ServiceEntry> desired = after != nullptr ? compile_service(config, *after) : std::vector<ServiceEntry>{};
+  ServiceDiff diff;
+  for (const ServiceEntry& e : desired) {
+    auto it = entries_.find(e.key());
+    if (it == entries_.end()) diff.added.push_back(e);
+    else if (it->second.service != name) fail_shared_frontend(e.key(), it->second.service, name);
+    else if (!(it->second == e)) diff.changed.push_back(e);
+  }
+  std::vector<ServiceKey> desired_keys;  // sorted, as desired is
+  for (const ServiceEntry& e : desired) desired_keys.push_back(e.key());
+  for (const ServiceKey& key : keys_of(name))
+    if (!std::binary_search(desired_keys.begin(), desired_keys.end(), key))
+      diff.removed.push_back(key);
+  fail_above_maximum(entries_.size() + diff.added.size() - diff.removed.size());
+
+  std::vector<Ipv4> cluster_ips = cluster_ips_;
+  if (before != nullptr) {
+    auto it = std::lower_bound(cluster_ips.begin(), cluster_ips.end(), before->cluster_ip);
+    if (it != cluster_ips.end() && *it == before->cluster_ip) cluster_ips.erase(it);
+  }
+  if (after != nullptr) {
+    auto it = std::lower_bound(cluster_ips.begin(), cluster_ips.end(), after->cluster_ip);
+    if (it == cluster_ips.end() || *it != after->cluster_ip) cluster_ips.insert(it, after->cluster_ip);
+  }
+  if (cluster_ips != cluster_ips_) diff.cluster_ips = std::move(cluster_ips);
+  return diff;
+}
+
+void InstalledServices::apply(const ServiceDiff& diff) {
+  auto forget_key = [&](const std::string& service, const ServiceKey& key) {
+    auto it = keys_by_service_.find(service);
+    if (it == keys_by_service_.end()) return;
+    auto& keys = it->second;
+    auto at = std::lower_bound(keys.begin(), keys.end(), key);
+    if (at != keys.end() && *at == key) keys.erase(at);
+    if (keys.empty()) keys_by_service_.erase(it);
+  };
+  auto remember_key = [&](const std::string& service, const ServiceKey& key) {
+    auto& keys = keys_by_service_[service];
+    keys.insert(std::lower_bound(keys.begin(), keys.end(), key), key);
+  };
+  for (const ServiceKey& key : diff.removed) {
+    auto it = entries_.find(key);
+    if (it == entries_.end()) continue;
+    forget_key(it->second.service, key);
+    entries_.erase(it);
+  }
+  for (const ServiceEntry& e : diff.changed) {
+    ServiceEntry& installed = entries_[e.key()];
+    if (installed.service != e.service) {  // the frontend moved to another service
+      forget_key(installed.service, e.key());
+      remember_key(e.service, e.key());
+    }
+    installed = e;
+  }
+  for (const ServiceEntry& e : diff.added) {
+    entries_.insert_or_assign(e.key(), e);
+    remember_key(e.service, e.key());
+  }
+  if (diff.cluster_ips) cluster_ips_ = *diff.cluster_ips;
+}
+
+const ServiceEntry* InstalledServices::find(const ServiceKey& key) const {
+  auto it = entries_.find(key);
+  return it != entries_.end() ? &it->second : nullptr;
+}
+
+const std::vector<ServiceKey>& InstalledServices::keys_of(const std::string& service) const {
+  static const std::vector<ServiceKey> kNone;
+  auto it = keys_by_service_.find(service);
+  return it != keys_by_service_.end() ? it->second : kNone;
 }
 
 }  // namespace kdp

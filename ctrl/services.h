@@ -6,9 +6,11 @@
 
 #include <compare>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "ctrl/net_types.h"
@@ -145,16 +147,50 @@ struct CompiledServices {
 // the order of endpoints. Throws std::invalid_argument on duplicate keys, which
 // parse_config rules out, and above kMaxServiceFrontends entries.
 CompiledServices compile_services(const Config& config);
+// The entries of one service (sorted by key), compiled against `config`'s
+// node and nat settings as compile_services compiles each.
+std::vector<ServiceEntry> compile_service(const Config& config, const ServiceConfig& service);
 
 struct ServiceDiff {
   std::vector<ServiceEntry> added, changed;  // changed: the desired entry
   std::vector<ServiceKey> removed;
+  std::optional<std::vector<Ipv4>> cluster_ips;  // the new sorted list, when it changes
 
-  bool empty() const { return added.empty() && changed.empty() && removed.empty(); }
+  bool empty() const { return added.empty() && changed.empty() && removed.empty() && !cluster_ips; }
 };
 
 // What turns `installed` into `desired`; both as compile_services returns them
 // (sorted by key). Entries equal in both are not reported.
 ServiceDiff diff_services(const CompiledServices& installed, const CompiledServices& desired);
+
+// The Services installed in the dataplane, as the control thread keeps them:
+// entries by key, and the keys of each service, so that a change to one
+// service is diffed at the cost of that service, not of all of them.
+class InstalledServices {
+ public:
+  InstalledServices() = default;
+  explicit InstalledServices(const CompiledServices& compiled);
+
+  // What turns this into `desired` (a whole desired state).
+  ServiceDiff diff(const CompiledServices& desired) const;
+  // What replaces one service: `before` (null: it is new) by `after` (null:
+  // it goes), compiled against `config`'s node and nat settings; the other
+  // services stay. Throws std::invalid_argument when a frontend of `after`
+  // is another service's, as compile_services does.
+  ServiceDiff diff_service(const ServiceConfig* before, const ServiceConfig* after, const Config& config) const;
+  // Records a diff as installed (after its snapshot is published).
+  void apply(const ServiceDiff& diff);
+
+  const ServiceEntry* find(const ServiceKey& key) const;
+  const std::map<ServiceKey, ServiceEntry>& entries() const { return entries_; }  // in key order
+  const std::vector<Ipv4>& cluster_ips() const { return cluster_ips_; }           // sorted, unique
+  // The keys of a service's frontends, sorted; empty when it has none.
+  const std::vector<ServiceKey>& keys_of(const std::string& service) const;
+
+ private:
+  std::map<ServiceKey, ServiceEntry> entries_;
+  std::unordered_map<std::string, std::vector<ServiceKey>> keys_by_service_;
+  std::vector<Ipv4> cluster_ips_;
+};
 
 }  // namespace kdp

@@ -87,17 +87,41 @@ json backends_json(const std::vector<Backend>& backends) {
   return out;
 }
 
-const ServiceEntry* find_entry(const CompiledServices& compiled, const ServiceKey& key) {
-  auto it = std::lower_bound(compiled.entries.begin(), compiled.entries.end(), key,
-                             [](const ServiceEntry& e, const ServiceKey& k) { return e.key() < k; });
-  return it != compiled.entries.end() && it->key() == key ? &*it : nullptr;
-}
-
 bool has_backend(const ServiceEntry& entry, Ipv4 ip, uint16_t port) {
   auto same = [&](const Backend& b) { return b.ip == ip && b.port == port; };
   return std::any_of(entry.backends.begin(), entry.backends.end(), same) ||
          std::any_of(entry.backends_from_pods.begin(), entry.backends_from_pods.end(), same);
 }
+
+// Whether `after` lost a backend `before` had.
+bool lost_backend(const ServiceEntry& before, const ServiceEntry& after) {
+  auto kept = [&](const Backend& b) { return has_backend(after, b.ip, b.port); };
+  return !std::all_of(before.backends.begin(), before.backends.end(), kept) ||
+         !std::all_of(before.backends_from_pods.begin(), before.backends_from_pods.end(), kept);
+}
+
+json services_json(const ServiceDiff& diff) {
+  auto name_of = [](const ServiceKey& k) { return k.to_string(); };
+  json services = {{"added", json::array()}, {"changed", json::array()}, {"removed", json::array()}};
+  for (const auto& e : diff.added) services["added"].push_back(name_of(e.key()) + " " + e.service);
+  for (const auto& e : diff.changed) services["changed"].push_back(name_of(e.key()) + " " + e.service);
+  for (const auto& k : diff.removed) services["removed"].push_back(name_of(k));
+  return services;
+}
+
+json entry_json(const ServiceEntry& e) {
+  return {{"key", e.key().to_string()},
+          {"vip", ipv4_to_string(e.vip)},
+          {"protocol", to_string(e.proto)},
+          {"port", e.port},
+          {"kind", to_string(e.kind)},
+          {"service", e.service},
+          {"port_name", e.port_name},
+          {"backends", backends_json(e.backends)},
+          {"backends_from_pods", backends_json(e.backends_from_pods)}};
+}
+
+json no_changes() { return {{"added", json::array()}, {"changed", json::array()}, {"removed", json::array()}}; }
 
 // Added, removed and changed members of two keyed lists.
 template <typename T, typename KeyOf, typename Name>
@@ -144,7 +168,13 @@ std::vector<NeighborItem> neighbor_items(const Config& c) {
 
 ControlServer::ControlServer(NodeTables& tables, const std::vector<std::unique_ptr<WorkerContext>>& workers,
                              const Control& control, const Config& running)
-    : tables_(tables), workers_(workers), control_(control), desired_(running), pods_(tables, workers), base_(running),
+    : tables_(tables),
+      workers_(workers),
+      control_(control),
+      desired_(running),
+      installed_(compile_services(running)),
+      pods_(tables, workers),
+      base_(running),
       own_uid_(::geteuid()) {}
 
 ControlServer::~ControlServer() {
@@ -401,9 +431,11 @@ json ControlServer::dispatch(const control::Request& request) {
     // Edits of the config file's Services; those of EndpointSlices change by watch.event.
     const control::EndpointArgs args = control::endpoint_args(request);
     return change_live(args.dry_run, [&] {
-      Config next = verb == "endpoint.add" ? with_endpoint(base_, args.service, args.endpoint)
-                                           : without_endpoint(base_, args.service, args.endpoint.ip);
-      return apply_base(std::move(next), args.dry_run);
+      const size_t index = service_index(base_, args.service, "endpoint.service");
+      // Checked against every Service's addresses, the rendered ones included.
+      ServiceConfig edited = verb == "endpoint.add" ? with_endpoint(desired_, args.service, args.endpoint)
+                                                    : without_endpoint(desired_, args.service, args.endpoint.ip);
+      return edit_base_service(index, std::move(edited), args.dry_run);
     });
   }
   if (verb == "service.del") {
@@ -427,9 +459,8 @@ json ControlServer::apply_base(Config next, bool dry_run) {
 }
 
 json ControlServer::delete_service(const control::ServiceArgs& args) {
-  if (std::any_of(base_.services.begin(), base_.services.end(),
-                  [&](const ServiceConfig& s) { return s.name == args.service; }))
-    return apply_base(without_service(base_, args.service), args.dry_run);
+  for (size_t i = 0; i < base_.services.size(); ++i)
+    if (base_.services[i].name == args.service) return edit_base_service(i, std::nullopt, args.dry_run);
   if (k8s_.services().contains(args.service)) {
     const size_t slash = args.service.find('/');
     const json event = {{"type", "DELETED"},
@@ -462,15 +493,7 @@ json ControlServer::apply(Config next, bool dry_run) {
         next.source, *key));
 
   // Everything is built before anything is published: an error changes nothing.
-  CompiledServices compiled = compile_services(next);
-  const CompiledServices& installed = tables_.services()->compiled();
-  const ServiceDiff diff = diff_services(installed, compiled);
-  auto name_of = [](const ServiceKey& k) { return k.to_string(); };
-  json services = {{"added", json::array()}, {"changed", json::array()}, {"removed", json::array()}};
-  for (const auto& e : diff.added) services["added"].push_back(name_of(e.key()) + " " + e.service);
-  for (const auto& e : diff.changed) services["changed"].push_back(name_of(e.key()) + " " + e.service);
-  for (const auto& k : diff.removed) services["removed"].push_back(name_of(k));
-
+  const ServiceDiff diff = installed_.diff(compile_services(next));
   const auto old_routes = route_items(desired_), new_routes = route_items(next);
   json routes = keyed_diff(
       old_routes, new_routes, [](const RouteItem& r) { return std::pair(r.prefix.addr, r.prefix.len); },
@@ -480,22 +503,9 @@ json ControlServer::apply(Config next, bool dry_run) {
       old_neighbors, new_neighbors, [](const NeighborItem& n) { return n.ip; },
       [](const NeighborItem& n) { return fmt::format("{} {}", ipv4_to_string(n.ip), n.mac.to_string()); });
 
-  // kube-proxy's stale-UDP cleanup: a UDP flow to a frontend whose backend
-  // (the reply's source) is no longer one of its endpoints would keep
-  // sending there; TCP flows stay (graceful termination).
-  auto stale_udp = [&](const FlowEntry& e) {
-    if (e.orig.proto != static_cast<uint8_t>(L4Proto::Udp) || !e.has(kFlowDnat)) return false;
-    const ServiceKey key{from_be(e.orig.dst_ip), L4Proto::Udp, from_be(e.orig.dst_port)};
-    if (find_entry(installed, key) == nullptr) return false;  // not a Service flow
-    const ServiceEntry* entry = find_entry(compiled, key);
-    return entry == nullptr || !has_backend(*entry, from_be(e.reply.src_ip), from_be(e.reply.src_port));
-  };
-
-  json result = {{"dry_run", dry_run}, {"services", services}, {"routes", routes}, {"neighbors", neighbors}};
+  json result = {{"dry_run", dry_run}, {"services", services_json(diff)}, {"routes", routes}, {"neighbors", neighbors}};
   if (dry_run) {
-    unsigned stale = 0;
-    tables_.conntrack->for_each([&](const FlowEntry& e) { stale += stale_udp(e) ? 1 : 0; });
-    result["udp_flows_flushed"] = stale;
+    result["udp_flows_flushed"] = count_stale_udp(diff);
     return result;
   }
 
@@ -505,15 +515,11 @@ json ControlServer::apply(Config next, bool dry_run) {
     route_snapshot =
         std::make_unique<RouteSnapshot>(tables_.routes_from_config(next), tables_.next_route_generation());
   std::unique_ptr<ServiceSnapshot> service_snapshot;
-  if (!(compiled == installed))
-    service_snapshot = std::make_unique<ServiceSnapshot>(compiled, tables_.next_service_generation());
+  if (!diff.empty())
+    service_snapshot = std::make_unique<ServiceSnapshot>(*tables_.services(), diff, tables_.next_service_generation());
 
   if (route_snapshot) tables_.publish_routes(std::move(route_snapshot));
-  unsigned flushed = 0;
-  if (service_snapshot) {
-    tables_.publish_services(std::move(service_snapshot));
-    flushed = tables_.conntrack->remove_if(stale_udp);
-  }
+  const unsigned flushed = service_snapshot ? install_services(std::move(service_snapshot), diff) : 0;
   // Static neighbours: gone ones are removed (then learned again by ARP if
   // still in use), new and changed ones written as static entries.
   unsigned neighbors_full = 0;
@@ -539,6 +545,67 @@ json ControlServer::apply(Config next, bool dry_run) {
   result["udp_flows_flushed"] = flushed;
   if (neighbors_full != 0) result["neighbors_full"] = neighbors_full;
   return result;
+}
+
+json ControlServer::edit_base_service(size_t index, std::optional<ServiceConfig> edited, bool dry_run) {
+  const ServiceDiff diff = installed_.diff_service(&base_.services[index], edited ? &*edited : nullptr, desired_);
+  json result = {{"dry_run", dry_run}, {"services", services_json(diff)}, {"routes", no_changes()},
+                 {"neighbors", no_changes()}};
+  if (dry_run) {
+    result["udp_flows_flushed"] = count_stale_udp(diff);
+    return result;
+  }
+  unsigned flushed = 0;
+  if (!diff.empty())
+    flushed = install_services(
+        std::make_unique<ServiceSnapshot>(*tables_.services(), diff, tables_.next_service_generation()), diff);
+  // The config file's services lead desired_'s, in the same order (with_k8s_services).
+  if (edited) {
+    desired_.services[index] = *edited;
+    base_.services[index] = std::move(*edited);
+  } else {
+    desired_.services.erase(desired_.services.begin() + static_cast<std::ptrdiff_t>(index));
+    base_.services.erase(base_.services.begin() + static_cast<std::ptrdiff_t>(index));
+  }
+  result["udp_flows_flushed"] = flushed;
+  return result;
+}
+
+unsigned ControlServer::install_services(std::unique_ptr<ServiceSnapshot> snapshot, const ServiceDiff& diff) {
+  // The filter reads the entries as they were: built before installed_ changes.
+  const auto stale = stale_udp_filter(diff);
+  tables_.publish_services(std::move(snapshot));
+  installed_.apply(diff);
+  return stale ? tables_.conntrack->remove_if(stale) : 0;
+}
+
+unsigned ControlServer::count_stale_udp(const ServiceDiff& diff) const {
+  const auto stale = stale_udp_filter(diff);
+  unsigned count = 0;
+  if (stale) tables_.conntrack->for_each([&](const FlowEntry& e) { count += stale(e) ? 1 : 0; });
+  return count;
+}
+
+std::function<bool(const FlowEntry&)> ControlServer::stale_udp_filter(const ServiceDiff& diff) const {
+  // kube-proxy's stale-UDP cleanup: a UDP flow to a frontend whose backend
+  // (the reply's source) is no longer one of its endpoints would keep
+  // sending there; TCP flows stay (graceful termination). Only frontends the
+  // change removes, or that lose a backend, can have such flows: other
+  // changes (most endpoint additions, TCP services) scan no flow at all.
+  std::map<ServiceKey, std::optional<ServiceEntry>> affected;  // nullopt: the frontend goes
+  for (const ServiceKey& key : diff.removed)
+    if (key.proto == L4Proto::Udp) affected.emplace(key, std::nullopt);
+  for (const ServiceEntry& e : diff.changed)
+    if (const ServiceEntry* before = installed_.find(e.key());
+        e.proto == L4Proto::Udp && before != nullptr && lost_backend(*before, e))
+      affected.emplace(e.key(), e);
+  if (affected.empty()) return {};
+  return [affected = std::move(affected)](const FlowEntry& f) {
+    if (f.orig.proto != static_cast<uint8_t>(L4Proto::Udp) || !f.has(kFlowDnat)) return false;
+    auto it = affected.find(ServiceKey{from_be(f.orig.dst_ip), L4Proto::Udp, from_be(f.orig.dst_port)});
+    if (it == affected.end()) return false;
+    return !it->second || !has_backend(*it->second, from_be(f.reply.src_ip), from_be(f.reply.src_port));
+  };
 }
 
 std::string ControlServer::port_name(uint16_t index) const {
@@ -603,23 +670,13 @@ json ControlServer::list_fdb() {
 
 json ControlServer::list_services() const {
   json out = json::array();
-  for (const ServiceEntry& e : tables_.services()->compiled().entries)
-    out.push_back({{"key", e.key().to_string()},
-                   {"vip", ipv4_to_string(e.vip)},
-                   {"protocol", to_string(e.proto)},
-                   {"port", e.port},
-                   {"kind", to_string(e.kind)},
-                   {"service", e.service},
-                   {"port_name", e.port_name},
-                   {"backends", backends_json(e.backends)},
-                   {"backends_from_pods", backends_json(e.backends_from_pods)}});
+  for (const auto& [key, e] : installed_.entries()) out.push_back(entry_json(e));
   return out;
 }
 
 json ControlServer::get_service(const std::string& name) const {
   json out = json::array();
-  for (const json& entry : list_services())
-    if (entry["service"] == name) out.push_back(entry);
+  for (const ServiceKey& key : installed_.keys_of(name)) out.push_back(entry_json(*installed_.find(key)));
   if (out.empty()) throw control::ProtocolError(fmt::format("service.get: args.service: no service is named \"{}\"", name));
   return out;
 }
@@ -627,8 +684,7 @@ json ControlServer::get_service(const std::string& name) const {
 std::function<bool(const FlowEntry&)> ControlServer::flow_filter(const control::ConntrackFilter& filter) const {
   std::vector<ServiceKey> keys;
   if (filter.service) {
-    for (const ServiceEntry& e : tables_.services()->compiled().entries)
-      if (e.service == *filter.service) keys.push_back(e.key());
+    keys = installed_.keys_of(*filter.service);
     if (keys.empty())
       throw control::ProtocolError(fmt::format("args.service: no service is named \"{}\"", *filter.service));
   }
@@ -636,7 +692,7 @@ std::function<bool(const FlowEntry&)> ControlServer::flow_filter(const control::
     if (filter.dst && from_be(e.orig.dst_ip) != *filter.dst && from_be(e.reply.src_ip) != *filter.dst) return false;
     if (filter.service) {
       const ServiceKey key{from_be(e.orig.dst_ip), static_cast<L4Proto>(e.orig.proto), from_be(e.orig.dst_port)};
-      if (std::find(keys.begin(), keys.end(), key) == keys.end()) return false;
+      if (!std::binary_search(keys.begin(), keys.end(), key)) return false;
     }
     return true;
   };

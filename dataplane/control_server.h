@@ -16,6 +16,7 @@
 #include <functional>
 #include <iterator>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -84,6 +85,16 @@ class ControlServer {
   template <typename Change>
   nlohmann::json change_live(bool dry_run, Change change);
   nlohmann::json apply(Config next, bool dry_run);
+  // One config-file service replaced (endpoint.add, endpoint.del) or removed
+  // (nullopt: service.del), at the cost of that service: no config copy, no
+  // compile of the others, the key index kept.
+  nlohmann::json edit_base_service(size_t index, std::optional<ServiceConfig> edited, bool dry_run);
+  // Publishes a Service snapshot built from `diff`, records it as installed,
+  // and flushes the UDP flows it made stale; returns how many.
+  unsigned install_services(std::unique_ptr<ServiceSnapshot> snapshot, const ServiceDiff& diff);
+  unsigned count_stale_udp(const ServiceDiff& diff) const;
+  // Null when the diff can make no flow stale.
+  std::function<bool(const FlowEntry&)> stale_udp_filter(const ServiceDiff& diff) const;
   // apply of an edited config file (`next` replaces base_ on success).
   nlohmann::json apply_base(Config next, bool dry_run);
   // apply {k8s} and watch.event: `next` is k8s_ with the objects applied.
@@ -106,6 +117,7 @@ class ControlServer {
   const std::vector<std::unique_ptr<WorkerContext>>& workers_;
   const Control& control_;
   Config desired_;  // the running desired state; replaced on each successful apply
+  InstalledServices installed_;  // what the published Service snapshot holds, for diffs and listings
   PodPorts pods_;   // pod.add, pod.del, pod.list
   Config base_;     // desired_ without the Services k8s_ renders: the last config file applied
   K8sState k8s_;    // the Kubernetes objects applied (apply {k8s}, watch.event)

@@ -85,7 +85,7 @@ json collect_stats(const NodeTables& tables, const std::vector<std::unique_ptr<W
                       {"evicted", ct.counters().evicted.load()},
                       {"full", ct.counters().full.load()},
                       {"collisions", ct.counters().collisions.load()}};
-  out["services"] = tables.services()->slots().size();
+  out["services"] = tables.services()->size();
   const auto& cc = control.counters();
   out["control"] = {{"fdb_entries", tables.fdb.size()},
                     {"fdb_learned", cc.fdb_learned.get()},

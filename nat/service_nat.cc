@@ -108,13 +108,12 @@ FlowEntry* create_with_snat(WorkerContext& ctx, const FlowKey& orig, FlowKey rep
   return nullptr;
 }
 
-const BackendWire& choose_backend(const ServiceSnapshot& services, const ServiceSlot& slot, const BackendSet& set,
-                                  const FlowKey& key) {
+const BackendWire& choose_backend(const ServiceSlot& slot, const BackendSet& set, const FlowKey& key) {
   switch (slot.lb) {
     case LbAlgorithm::Maglev:
       return set.backends[set.maglev[rte_hash_crc(&key, sizeof key, 0) % set.maglev.size()]];
     case LbAlgorithm::RoundRobin:
-      return set.backends[services.next_round_robin(slot.id) % set.backends.size()];
+      return set.backends[slot.next_round_robin() % set.backends.size()];
     case LbAlgorithm::Random: break;
   }
   return set.backends[rte_rand_max(set.backends.size())];
@@ -213,9 +212,9 @@ uint64_t pack_backend(const BackendWire& b) {
 // kube-proxy's ClientIP affinity: a client goes back to the backend it was
 // last sent to on this frontend, while that backend is still usable and the
 // record has not timed out; each new connection refreshes the record.
-const BackendWire& pick_backend(WorkerContext& ctx, const ServiceSnapshot& services, const ServiceSlot& slot,
-                                const BackendSet& set, const FlowKey& key) {
-  if (slot.affinity_timeout_s == 0) return choose_backend(services, slot, set, key);
+const BackendWire& pick_backend(WorkerContext& ctx, const ServiceSlot& slot, const BackendSet& set,
+                                const FlowKey& key) {
+  if (slot.affinity_timeout_s == 0) return choose_backend(slot, set, key);
   Conntrack& ct = *ctx.tables.conntrack;
   const FlowKey affinity = Conntrack::affinity_key(key.src_ip, key.dst_ip, key.dst_port, key.proto);
   uint64_t remembered;
@@ -223,7 +222,7 @@ const BackendWire& pick_backend(WorkerContext& ctx, const ServiceSnapshot& servi
   if (ct.find_affinity(affinity, ctx.now_s, remembered))
     for (const auto& b : set.backends)
       if (pack_backend(b) == remembered) backend = &b;
-  if (backend == nullptr) backend = &choose_backend(services, slot, set, key);
+  if (backend == nullptr) backend = &choose_backend(slot, set, key);
   ct.remember_affinity(affinity, pack_backend(*backend), slot.id, slot.affinity_timeout_s, ctx.now_s);
   return *backend;
 }
@@ -379,7 +378,7 @@ void ServiceNat::translate_flows(Burst& burst, const FlowKey* keys, const TcpSeg
       burst.drop(i, DropReason::ConntrackInvalid);  // no mid-stream pickup onto a backend
       continue;
     }
-    const BackendWire& backend = pick_backend(ctx_, services, *slot, set, key);
+    const BackendWire& backend = pick_backend(ctx_, *slot, set, key);
     // Hairpin: a pod reaching itself through its Service must see the
     // connection come from elsewhere, or it would answer itself directly.
     const bool masquerade =

@@ -253,16 +253,18 @@ TEST(DesiredStateTest, WithEndpointAddsOrReplaces) {
   EndpointConfig ep;
   ep.ip = *parse_ipv4("10.244.1.6");
   ep.node = "node-a";
-  Config next = with_endpoint(running, "default/web", ep);
+  Config next = running;
+  next.services[0] = with_endpoint(running, "default/web", ep);
   ASSERT_EQ(next.services[0].endpoints.size(), 2u);
   EXPECT_EQ(running.services[0].endpoints.size(), 1u);  // the running one is untouched
   ep.ready = ep.serving = false;
-  next = with_endpoint(next, "default/web", ep);
+  next.services[0] = with_endpoint(next, "default/web", ep);
   ASSERT_EQ(next.services[0].endpoints.size(), 2u);
   EXPECT_FALSE(next.services[0].endpoints[1].ready);
-  next = without_endpoint(next, "default/web", *parse_ipv4("10.244.1.5"));
+  next.services[0] = without_endpoint(next, "default/web", *parse_ipv4("10.244.1.5"));
   ASSERT_EQ(next.services[0].endpoints.size(), 1u);
   EXPECT_EQ(next.services[0].endpoints[0].ip, *parse_ipv4("10.244.1.6"));
+  EXPECT_EQ(next.services[0].name, "default/web");
 }
 
 TEST(DesiredStateTest, EndpointEditsAreValidated) {
@@ -316,8 +318,8 @@ TEST(DesiredStateTest, RouteAndServiceEdits) {
   EXPECT_EQ(config_error([&] { without_route(running, *parse_ipv4_prefix("10.250.0.0/16")); }),
             "route.prefix: no route for 10.250.0.0/16 (connected and local routes cannot be removed)");
 
-  EXPECT_TRUE(without_service(running, "default/web").services.empty());
-  EXPECT_EQ(config_error([&] { without_service(running, "default/nope"); }),
+  EXPECT_EQ(service_index(running, "default/web"), 0u);
+  EXPECT_EQ(config_error([&] { service_index(running, "default/nope"); }),
             "service: no service is named \"default/nope\"");
 }
 

@@ -152,7 +152,7 @@ TEST_F(ManyServicesTest, SnapshotPastSixteenBitIdsFindsTheLastFrontend) {
   const CompiledServices& compiled = compile_many();
   ASSERT_EQ(compiled.entries.size(), kServices);
   ServiceSnapshot snapshot(compiled, 1000);
-  ASSERT_EQ(snapshot.slots().size(), kServices);
+  ASSERT_EQ(snapshot.size(), kServices);
   // Entries are sorted by key, so the highest VIP is the last slot.
   const ServiceWireKey keys[] = {{to_be32(vip(kServices - 1)), to_be16(80), IPPROTO_TCP, 0},
                                  {to_be32(vip(70000 - 1)), to_be16(80), IPPROTO_TCP, 0},
@@ -165,8 +165,61 @@ TEST_F(ManyServicesTest, SnapshotPastSixteenBitIdsFindsTheLastFrontend) {
   ASSERT_NE(found[1], nullptr);
   EXPECT_EQ(found[1]->id, 69999u);
   EXPECT_EQ(found[2], nullptr) << "one past the last VIP";
-  EXPECT_EQ(snapshot.next_round_robin(kServices - 1), 0u);
-  EXPECT_EQ(snapshot.next_round_robin(kServices - 1), 1u);
+  EXPECT_EQ(found[0]->next_round_robin(), 0u);
+  EXPECT_EQ(found[0]->next_round_robin(), 1u);
+}
+
+// An endpoint change among 70,001 frontends: one slot is rebuilt (same id,
+// round robin going on), the others are the very same objects, and the
+// snapshot it replaced still answers as it did.
+TEST_F(ManyServicesTest, SnapshotFromADiffRebuildsOnlyWhatChanged) {
+  const CompiledServices& compiled = compile_many();
+  ServiceSnapshot first(compiled, 1001);
+  const ServiceKey changed_key{vip(42), L4Proto::Tcp, 80};
+  const ServiceSlot* before = first.find(changed_key);
+  ASSERT_NE(before, nullptr);
+  before->next_round_robin();
+  ServiceDiff diff;
+  ServiceEntry changed = compiled.entries[before->id];
+  ASSERT_EQ(changed.key(), changed_key);
+  changed.backends = changed.backends_from_pods = {{endpoint(7), 9090, false}};
+  diff.changed.push_back(changed);
+  ServiceSnapshot second(first, diff, 1002);
+  EXPECT_EQ(second.size(), kServices);
+  const ServiceSlot* after = second.find(changed_key);
+  ASSERT_NE(after, nullptr);
+  EXPECT_NE(after, before);
+  EXPECT_EQ(after->id, before->id);
+  ASSERT_EQ(after->external.backends.size(), 1u);
+  EXPECT_EQ(after->external.backends[0].port, to_be16(9090));
+  EXPECT_EQ(after->next_round_robin(), 1u) << "round robin goes on where it was";
+  EXPECT_EQ(second.find({vip(43), L4Proto::Tcp, 80}), first.find({vip(43), L4Proto::Tcp, 80})) << "shared";
+  EXPECT_EQ(first.find(changed_key), before) << "the old snapshot is untouched";
+  EXPECT_EQ(before->external.backends[0].port, to_be16(8080));
+
+  // A frontend removed and another added: the added one takes the freed id.
+  ServiceDiff swap;
+  swap.removed.push_back({vip(5), L4Proto::Tcp, 80});
+  ServiceEntry added = compiled.entries[0];
+  added.vip = vip(kServices + 10);
+  added.service = "default/new";
+  swap.added.push_back(added);
+  swap.cluster_ips = compiled.cluster_ips;
+  swap.cluster_ips->push_back(vip(kServices + 10));
+  ServiceSnapshot third(second, swap, 1003);
+  EXPECT_EQ(third.size(), kServices);
+  EXPECT_EQ(third.find({vip(5), L4Proto::Tcp, 80}), nullptr);
+  const ServiceSlot* fresh = third.find(added.key());
+  ASSERT_NE(fresh, nullptr);
+  EXPECT_EQ(fresh->id, second.find({vip(5), L4Proto::Tcp, 80})->id);
+  EXPECT_EQ(third.slot(fresh->id), fresh);
+  EXPECT_TRUE(third.is_cluster_ip(vip(kServices + 10)));
+  EXPECT_FALSE(second.is_cluster_ip(vip(kServices + 10)));
+  EXPECT_EQ(third.find(changed_key), after);
+  // A diff naming a frontend the snapshot lacks is a bug in the caller, refused.
+  ServiceDiff bogus;
+  bogus.removed.push_back({vip(5), L4Proto::Tcp, 80});
+  EXPECT_THROW(ServiceSnapshot(third, bogus, 1004), std::logic_error);
 }
 
 TEST_F(ManyServicesTest, FlowToFrontend70000IsTranslatedAndRemembersItsService) {
@@ -195,7 +248,8 @@ TEST_F(ManyServicesTest, FlowToFrontend70000IsTranslatedAndRemembersItsService) 
   });
   ASSERT_EQ(flows, 1u);
   EXPECT_EQ(service, index);
-  EXPECT_EQ(tables->services()->slots()[service].name, "default/s69999 10.97.17.112:80/TCP");
+  ASSERT_NE(tables->services()->slot(service), nullptr);
+  EXPECT_EQ(tables->services()->slot(service)->name, "default/s69999 10.97.17.112:80/TCP");
 }
 
 }  // namespace

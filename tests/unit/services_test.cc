@@ -606,5 +606,84 @@ TEST(ServicesTest, DiffSeesEveryFieldChange) {
   EXPECT_TRUE(changed_by([](ServiceEntry& e) { e.port_name = "web"; }));
 }
 
+// ---- InstalledServices: diffs at the cost of one service --------------------
+
+// The rule the control socket relies on: diffing one service against what
+// is installed, then recording it, leaves exactly what compiling the whole
+// edited config gives (nothing more to diff).
+TEST(InstalledServicesTest, OneServiceDiffsMatchAWholeRecompile) {
+  Config config = two_services(false);
+  InstalledServices installed(compile_services(config));
+  EXPECT_TRUE(installed.diff(compile_services(config)).empty());
+
+  ServiceConfig web = config.services[0];
+  web.endpoints.push_back(endpoint("10.244.1.50", kNode));
+  const ServiceDiff more = installed.diff_service(&config.services[0], &web, config);
+  EXPECT_TRUE(more.added.empty());
+  EXPECT_TRUE(more.removed.empty());
+  EXPECT_EQ(more.changed.size(), 4u);  // cluster IP, node port, external IP, load balancer IP
+  EXPECT_FALSE(more.cluster_ips) << "the cluster IP stays";
+  installed.apply(more);
+  config.services[0] = web;
+  EXPECT_TRUE(installed.diff(compile_services(config)).empty());
+  EXPECT_TRUE(installed.diff_service(&config.services[0], &web, config).empty()) << "nothing left to change";
+
+  // A service removed, then added back under another cluster IP.
+  const ServiceConfig dns = config.services[1];
+  const ServiceDiff gone = installed.diff_service(&dns, nullptr, config);
+  EXPECT_EQ(gone.removed, installed.keys_of("kube-system/kube-dns"));
+  ASSERT_TRUE(gone.cluster_ips);
+  EXPECT_EQ(*gone.cluster_ips, std::vector<Ipv4>{ip("10.96.0.10")});
+  installed.apply(gone);
+  config.services.pop_back();
+  EXPECT_TRUE(installed.diff(compile_services(config)).empty());
+  EXPECT_TRUE(installed.keys_of("kube-system/kube-dns").empty());
+
+  ServiceConfig moved = dns;
+  moved.cluster_ip = ip("10.96.0.3");
+  const ServiceDiff back = installed.diff_service(nullptr, &moved, config);
+  EXPECT_EQ(back.added.size(), compile_service(config, moved).size());
+  installed.apply(back);
+  config.services.push_back(moved);
+  EXPECT_TRUE(installed.diff(compile_services(config)).empty());
+  EXPECT_EQ(installed.cluster_ips(), (std::vector<Ipv4>{ip("10.96.0.3"), ip("10.96.0.10")}));
+  ASSERT_NE(installed.find({ip("10.96.0.3"), L4Proto::Udp, 53}), nullptr);
+  EXPECT_EQ(installed.find({ip("10.96.0.3"), L4Proto::Udp, 53})->service, "kube-system/kube-dns");
+  EXPECT_EQ(installed.find({ip("10.96.0.2"), L4Proto::Udp, 53}), nullptr);
+}
+
+TEST(InstalledServicesTest, OneServiceDiffRefusesAnotherServicesFrontend) {
+  const Config config = two_services(false);
+  const InstalledServices installed(compile_services(config));
+  ServiceConfig thief = config.services[1];
+  thief.external_ips = {ip("192.0.2.10")};  // web's external IP, and port 80/TCP is web's too
+  thief.ports.push_back({"http", L4Proto::Tcp, 80, 80, 0});
+  try {
+    installed.diff_service(&config.services[1], &thief, config);
+    ADD_FAILURE() << "a frontend of two services was accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_STREQ(e.what(), "compile_services: 192.0.2.10:80/TCP is a frontend of both \"default/web\" and \"kube-system/kube-dns\"");
+  }
+}
+
+TEST(InstalledServicesTest, WholeDiffMovesAFrontendBetweenServices) {
+  Config config = two_services(false);
+  InstalledServices installed(compile_services(config));
+  const ServiceKey external{ip("192.0.2.10"), L4Proto::Tcp, 80};
+  ASSERT_NE(installed.find(external), nullptr);
+  // web gives its external IP up and dns takes it, in one apply.
+  config.services[0].external_ips.clear();
+  config.services[1].external_ips = {ip("192.0.2.10")};
+  config.services[1].ports.push_back({"http", L4Proto::Tcp, 80, 80, 0});
+  const CompiledServices desired = compile_services(config);
+  installed.apply(installed.diff(desired));
+  EXPECT_TRUE(installed.diff(desired).empty());
+  EXPECT_EQ(installed.find(external)->service, "kube-system/kube-dns");
+  const auto& web_keys = installed.keys_of("default/web");
+  EXPECT_EQ(std::count(web_keys.begin(), web_keys.end(), external), 0);
+  const auto& dns_keys = installed.keys_of("kube-system/kube-dns");
+  EXPECT_EQ(std::count(dns_keys.begin(), dns_keys.end(), external), 1);
+}
+
 }  // namespace
 }  // namespace kdp

@@ -1,6 +1,7 @@
 // Control-plane updates racing traffic: a worker thread forwards Service
 // traffic without pause while this thread, as the control thread does,
-// replaces the Service table (with Maglev tables) and the route table
+// replaces the Service table (with Maglev tables; a snapshot built from the
+// last, as the control socket builds them) and the route table
 // hundreds of times, installs and removes neighbour and FDB entries,
 // flushes conntrack and reclaims the old tables after their RCU grace
 // period.
@@ -109,13 +110,30 @@ TEST_F(UpdateStressTest, TableSwapsRaceTrafficWithoutLossOrStaleReads) {
   };
   RouteConfig extra_route;
   extra_route.via = *parse_ipv4("192.168.50.11");
+  // As the control socket changes Services: a diff against what is
+  // installed, a snapshot built from the last one (unchanged slots and, for
+  // endpoint changes, the key index shared with it).
+  InstalledServices installed(compile_services(current));
+  auto publish = [&](const ServiceDiff& diff) {
+    tables->publish_services(
+        std::make_unique<ServiceSnapshot>(*tables->services(), diff, tables->next_service_generation()));
+    installed.apply(diff);
+  };
+  ServiceConfig other;  // a second Service, added and removed in turn (new key indexes, freed slots)
+  other.name = "default/other";
+  other.cluster_ip = *parse_ipv4("10.96.0.11");
+  other.ports.push_back({.name = "", .protocol = L4Proto::Udp, .port = 53, .target_port = 5353});
+  other.endpoints.push_back(endpoint(1));
   while (Clock::now() < deadline || generations < 200) {
-    current = without_endpoint(with_endpoint(current, "default/web", endpoint(generations + 4)), "default/web",
-                               endpoint(generations).ip);
+    ServiceConfig web = with_endpoint(current, "default/web", endpoint(generations + 4));
+    current.services[0] = web;
+    web = without_endpoint(current, "default/web", endpoint(generations).ip);
+    publish(installed.diff_service(&current.services[0], &web, current));
+    current.services[0] = std::move(web);
+    if (generations % 4 == 0) publish(installed.diff_service(nullptr, &other, current));
+    if (generations % 4 == 2) publish(installed.diff_service(&other, nullptr, current));
     extra_route.prefix = *parse_ipv4_prefix(fmt::format("10.250.{}.0/24", generations % 256));
     const Config routed = generations % 2 ? with_route(current, extra_route) : current;
-    tables->publish_services(
-        std::make_unique<ServiceSnapshot>(compile_services(current), tables->next_service_generation()));
     tables->publish_routes(
         std::make_unique<RouteSnapshot>(tables->routes_from_config(routed), tables->next_route_generation()));
     if (generations % 16 == 0) tables->conntrack->remove_if([](const FlowEntry&) { return true; });
