@@ -16,6 +16,10 @@ namespace kdp::control {
 using nlohmann::json;
 
 json call(const std::string& socket_path, std::string_view verb, const json& args, int timeout_s) {
+  return call_line(socket_path, request_line(verb, args), timeout_s);
+}
+
+json call_line(const std::string& socket_path, const std::string& request, int timeout_s) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (socket_path.size() >= sizeof addr.sun_path) throw ConnectionError("socket path too long: " + socket_path);
@@ -37,7 +41,6 @@ json call(const std::string& socket_path, std::string_view verb, const json& arg
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 
-  const std::string request = request_line(verb, args);
   if (request.size() > kMaxRequestBytes)
     throw ConnectionError(fmt::format("request of {} bytes exceeds the control socket's limit of {} bytes",
                                       request.size(), kMaxRequestBytes));

@@ -157,6 +157,14 @@ bool changes_state(std::string_view verb);
 std::string ok_line(const nlohmann::json& result);
 std::string error_line(std::string_view message);
 std::string request_line(std::string_view verb, const nlohmann::json& args = nlohmann::json::object());
+// request_line with args[key] set to `document`, a JSON text spliced in as it
+// is (its line breaks made spaces), so that a large document (a List of
+// 10,000 Services) is neither parsed nor serialized again on its way to kdp.
+// Throws ProtocolError when `document` is not valid JSON.
+std::string request_line_with_document(std::string_view verb, const nlohmann::json& args, std::string_view key,
+                                       std::string_view document);
+// Whether a JSON text nests deeper than `max_depth` arrays and objects.
+bool too_deep(std::string_view text, int max_depth);
 
 // Typed views of checked args.
 // Flows whose original destination (or, after DNAT, backend) is `dst` and/or
@@ -207,7 +215,9 @@ struct PodDelArgs {
 };
 ConntrackListArgs conntrack_list_args(const Request& request);
 ConntrackFlushArgs conntrack_flush_args(const Request& request);
-ApplyArgs apply_args(const Request& request);
+// Takes the document (args.k8s, args.toml) out of request.args: a List of
+// 10,000 Services is not copied.
+ApplyArgs apply_args(Request&& request);
 WatchEventArgs watch_event_args(const Request& request);
 EndpointArgs endpoint_args(const Request& request);
 ServiceArgs service_args(const Request& request);

@@ -230,6 +230,10 @@ unsigned ControlServer::poll() {
     }
   }
   if (fds[0].revents & POLLIN) accept_clients();
+  // Once every reply is out, the documents they were about may go (freeing a
+  // List of 10,000 Services takes as long as parsing it).
+  if (std::all_of(clients_.begin(), clients_.end(), [](const auto& c) { return c->out_sent >= c->out.size(); }))
+    retired_.clear();
   return answered + (fds[0].revents ? 1 : 0);
 }
 
@@ -382,7 +386,7 @@ json ControlServer::change_live(bool dry_run, Change change) {
   return result;
 }
 
-json ControlServer::dispatch(const control::Request& request) {
+json ControlServer::dispatch(control::Request& request) {
   const std::string& verb = request.verb;
   if (verb == "pod.add") {
     const auto args = control::pod_add_args(request);
@@ -406,8 +410,8 @@ json ControlServer::dispatch(const control::Request& request) {
   if (verb == "conntrack.list") return list_conntrack(control::conntrack_list_args(request));
   if (verb == "conntrack.flush") return flush_conntrack(control::conntrack_flush_args(request));
   if (verb == "apply") {
-    const control::ApplyArgs args = control::apply_args(request);
-    return change_live(args.dry_run, [&] {
+    control::ApplyArgs args = control::apply_args(std::move(request));
+    json result = change_live(args.dry_run, [&] {
       if (args.k8s) {
         K8sState next = k8s_;
         std::vector<K8sChange> changes = next.apply(*args.k8s);
@@ -418,6 +422,8 @@ json ControlServer::dispatch(const control::Request& request) {
       if (!args.dry_run) base_ = std::move(next);
       return result;
     });
+    if (args.k8s) retired_.push_back(std::move(*args.k8s));
+    return result;
   }
   if (verb == "watch.event") {
     const control::WatchEventArgs args = control::watch_event_args(request);

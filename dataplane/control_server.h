@@ -79,7 +79,8 @@ class ControlServer {
     nlohmann::json to_json() const;
   };
 
-  nlohmann::json dispatch(const control::Request& request);
+  // May take large arguments out of `request` (apply's document).
+  nlohmann::json dispatch(control::Request& request);
   // Runs a state change, then waits until every worker is past the tables it
   // replaced, and adds "timing" to its reply.
   template <typename Change>
@@ -128,6 +129,7 @@ class ControlServer {
   LatencyHistogram apply_latency_, live_latency_;
   uint64_t failed_changes_ = 0;
   std::vector<std::unique_ptr<Client>> clients_;
+  std::vector<nlohmann::json> retired_;  // request documents, freed once their replies are sent
 };
 
 }  // namespace kdp

@@ -66,6 +66,7 @@ struct Options {
   std::vector<unsigned> worker_cpus;
   unsigned main_cpu = 0;
   unsigned drain_ms = 500;
+  unsigned idle_sleep_us = 0;
   double link_wait_s = 10;
   bool json = false;
 };
@@ -156,6 +157,10 @@ Options parse_options(int argc, char** argv) {
                                      "on every port")
       ->capture_default_str();
   app.add_option("--main-cpu", o.main_cpu, "CPU of the main lcore (it mostly sleeps)")->capture_default_str();
+  app.add_option("--idle-sleep-us", o.idle_sleep_us,
+                 "sleep this long when a pass neither sent nor received (paced runs: give the CPU back; "
+                 "latencies then include up to this wait)")
+      ->capture_default_str();
   app.add_option("--drain-ms", o.drain_ms, "after sending, keep receiving this long (or until all came back)")
       ->capture_default_str();
   app.add_option("--link-wait", o.link_wait_s, "seconds to wait for every port's link before sending")
@@ -376,6 +381,7 @@ int run(const Options& o) {
   for (unsigned w = 0; w < workers; ++w) {
     worker_state[w].stop_tx = &stop_tx;
     worker_state[w].stop = &stop;
+    worker_state[w].idle_sleep_us = o.idle_sleep_us;
     const unsigned lcore = eal_config.workers.lcores[w];
     if (rte_eal_remote_launch(run_worker, &worker_state[w], lcore) != 0)
       throw std::runtime_error(fmt::format("cannot launch a worker on lcore {}", lcore));

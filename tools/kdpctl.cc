@@ -45,8 +45,13 @@ struct KdpError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-json call(const std::string& socket_path, const std::string& verb, const json& args, int timeout_s) {
+// `document`: a JSON text sent as args["k8s"] as it is (request_line_with_document).
+json call(const std::string& socket_path, const std::string& verb, const json& args, int timeout_s,
+          const std::string* document = nullptr) {
   try {
+    if (document != nullptr)
+      return kdp::control::call_line(
+          socket_path, kdp::control::request_line_with_document(verb, args, "k8s", *document), timeout_s);
     return kdp::control::call(socket_path, verb, args, timeout_s);
   } catch (const kdp::control::RefusedError& e) {
     throw KdpError(e.what());
@@ -358,6 +363,8 @@ int main(int argc, char** argv) {
 
   std::string verb;
   json args = json::object();
+  std::string content;                 // apply -f of JSON: the file, sent as it is
+  const std::string* document = nullptr;
   std::string file, service, ip, node, dst;
   bool not_ready = false, terminating = false, dry_run = false, strict = false;
   size_t limit = kdp::control::kDefaultConntrackListLimit;
@@ -468,11 +475,14 @@ int main(int argc, char** argv) {
     }
     if (apply->parsed() || diff->parsed()) {
       verb = "apply";
-      const std::string content = read_file(file);
+      content = read_file(file);
       if (looks_like_json(content)) {
-        json objects = json::parse(content, nullptr, false);
-        if (objects.is_discarded()) throw UsageError(fmt::format("{}: not valid JSON", file));
-        args = {{"k8s", std::move(objects)}, {"dry_run", dry_run || diff->parsed()}};
+        // Checked here, sent as it is: a List of 10,000 Services is not parsed twice on the way.
+        if (!json::accept(content)) throw UsageError(fmt::format("{}: not valid JSON", file));
+        if (kdp::control::too_deep(content, kdp::control::kMaxRequestDepth - 2))
+          throw UsageError(fmt::format("{}: nested deeper than {} levels", file, kdp::control::kMaxRequestDepth - 2));
+        document = &content;
+        args = {{"dry_run", dry_run || diff->parsed()}};
       } else {
         args = {{"toml", content}, {"source", file}, {"dry_run", dry_run || diff->parsed()}};
       }
@@ -529,13 +539,16 @@ int main(int argc, char** argv) {
       verb = "stats";
       if (prometheus && as_json) throw UsageError("--json and --prometheus exclude each other");
     }
-    // Checked here as kdp would, so a typo is a usage error (2), not kdp's.
+    // Checked here as kdp would, so a typo is a usage error (2), not kdp's
+    // (a document in its place is checked above).
     try {
-      kdp::control::parse_request(kdp::control::request_line(verb, args));
+      json checked = args;
+      if (document != nullptr) checked["k8s"] = json::object();
+      kdp::control::parse_request(kdp::control::request_line(verb, checked));
     } catch (const kdp::control::ProtocolError& e) {
       throw UsageError(e.what());
     }
-    json result = call(socket_path, verb, args, timeout_s);
+    json result = call(socket_path, verb, args, timeout_s, document);
     if (prometheus) fmt::print("{}", kdp::control::stats_to_prometheus(result));
     else if (as_json) fmt::print("{}\n", result.dump(2));
     else print_result(verb, result);

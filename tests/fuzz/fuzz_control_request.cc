@@ -83,7 +83,7 @@ void read_typed_args(const Request& request) {
   } else if (verb == "route.add" || verb == "route.del") {
     (void)route_args(request);
   } else if (verb == "apply") {
-    const ApplyArgs args = apply_args(request);
+    const ApplyArgs args = apply_args(Request(request));
     if (args.source.empty() || given("k8s") != args.k8s.has_value()) fail("apply args misread");
   } else if (verb == "watch.event") {
     (void)watch_event_args(request);

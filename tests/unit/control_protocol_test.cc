@@ -129,7 +129,7 @@ TEST(ControlProtocolTest, NestingIsBounded) {
   };
   const Request deepest = parse_request(nested(kMaxRequestDepth));
   EXPECT_EQ(parse_request(request_line(deepest.verb, deepest.args)).args, deepest.args);
-  EXPECT_TRUE(apply_args(deepest).k8s->is_array());
+  EXPECT_TRUE(apply_args(Request(deepest)).k8s->is_array());
   EXPECT_EQ(error_of(nested(kMaxRequestDepth + 1)), "request nested deeper than 512 levels");
   EXPECT_EQ(error_of(nested(100000)), "request nested deeper than 512 levels");
 }

@@ -86,10 +86,11 @@ void release_pending(TxStream& s) {
   s.done.store(true, std::memory_order_relaxed);
 }
 
-void rx_step(RxQueue& q) {
+// Returns how many packets it received.
+unsigned rx_step(RxQueue& q) {
   rte_mbuf* mbufs[kMaxBurst];
   const uint16_t n = rte_eth_rx_burst(q.port_id, q.queue, mbufs, static_cast<uint16_t>(q.burst));
-  if (n == 0) return;
+  if (n == 0) return 0;
   const uint64_t now = rte_rdtsc();
   const auto now_stamp = static_cast<uint32_t>(now >> kTscShift);
   uint64_t bytes = 0, stamped = 0, foreign = 0, reordered = 0;
@@ -123,6 +124,7 @@ void rx_step(RxQueue& q) {
   q.stamped.add(stamped);
   q.foreign.add(foreign);
   q.reordered.add(reordered);
+  return n;
 }
 
 }  // namespace
@@ -142,19 +144,24 @@ int run_worker(void* arg) {
   Worker& w = *static_cast<Worker*>(arg);
   bool tx_released = false;
   while (!w.stop->load(std::memory_order_relaxed)) {
+    bool worked = false;
     if (!w.stop_tx->load(std::memory_order_relaxed)) {
       for (TxStream* s : w.tx) {
         if (s->done.load(std::memory_order_relaxed)) continue;
         // Only steps that built or sent count: waiting for the rate or a
         // full TX ring is not the cost of a packet.
         const uint64_t begin = rte_rdtsc();
-        if (tx_step(*s, begin)) s->tx_cycles.add(rte_rdtsc() - begin);
+        if (tx_step(*s, begin)) {
+          s->tx_cycles.add(rte_rdtsc() - begin);
+          worked = true;
+        }
       }
     } else if (!tx_released) {
       for (TxStream* s : w.tx) release_pending(*s);
       tx_released = true;
     }
-    for (RxQueue* q : w.rx) rx_step(*q);
+    for (RxQueue* q : w.rx) worked = rx_step(*q) != 0 || worked;
+    if (!worked && w.idle_sleep_us != 0) rte_delay_us_sleep(w.idle_sleep_us);
   }
   if (!tx_released)
     for (TxStream* s : w.tx) release_pending(*s);

@@ -85,6 +85,11 @@ struct Worker {
   std::vector<RxQueue*> rx;
   const std::atomic<bool>* stop_tx = nullptr;  // no new bursts; pending ones are freed
   const std::atomic<bool>* stop = nullptr;     // leave the loop
+  // Sleep this long when a pass neither sent nor received (0: busy-poll).
+  // Paced runs give the CPU they share back (on a small machine, to the
+  // DUT's control thread); received packets then wait up to this long
+  // before their latency is taken.
+  unsigned idle_sleep_us = 0;
 };
 
 // Sets up the stream's cursors for its share of the tuple space.
