@@ -410,10 +410,7 @@ K8sChange K8sState::apply_event(const json& event) {
   if (!object) f.fail("object", "required field is missing");
   if (type == "ADDED" || type == "MODIFIED") {
     if (is_list_kind(*object)) f.fail("object", "must be a single object, not a List");
-    K8sState next = *this;
-    K8sChange change = next.apply_object(*object, "", "object");
-    *this = std::move(next);
-    return change;
+    return apply_object(*object, "", "object");  // reads the whole object before it changes anything
   }
   if (type == "DELETED") {
     const Identity id = identify(*object, "", "object");
@@ -423,14 +420,99 @@ K8sChange K8sState::apply_event(const json& event) {
   f.fail("type", fmt::format("must be \"ADDED\", \"MODIFIED\" or \"DELETED\", got {}", quote(type)));
 }
 
+std::string config_service_ref(size_t index, std::string_view name) {
+  return fmt::format("service[{}] ({}) of the configuration", index, quote(name));
+}
+
+std::vector<EndpointConfig> K8sState::endpoints_from(const K8sService& service,
+                                                    const std::vector<const K8sEndpointSlice*>& slices,
+                                                    const Config::Node& node,
+                                                    const std::function<std::string(Ipv4)>& cluster_ip_owner) {
+  // An address in several slices (moving between them) counts once, ready if
+  // any copy is (as kube-proxy).
+  std::vector<EndpointConfig> endpoints;
+  for (const K8sEndpointSlice* slice : slices) {
+    const std::string slice_label = fmt::format("EndpointSlice {}/{}", slice->ns, slice->name);
+    std::vector<EndpointPort> ports;
+    for (const K8sService::Port& sp : service.ports)
+      for (const K8sEndpointSlice::Port& p : slice->ports)
+        if (p.name == sp.name && p.protocol == sp.protocol) {
+          ports.push_back({sp.name, sp.protocol, p.port});
+          break;
+        }
+    if (ports.empty()) continue;  // none of the Service's ports: no endpoint of it
+    for (const K8sEndpointSlice::Endpoint& e : slice->endpoints) {
+      const std::string field = fmt::format("endpoints[{}].addresses[0]", e.index);
+      const std::string ip_text = ipv4_to_string(e.ip);
+      if (node.service_cidr && node.service_cidr->contains(e.ip))
+        throw K8sError(fmt::format("{}: {}: {} is inside node.service_cidr {}", slice_label, field, ip_text,
+                                   node.service_cidr->to_string()));
+      if (const std::string owner = cluster_ip_owner(e.ip); !owner.empty())
+        throw K8sError(fmt::format("{}: {}: {} is the cluster IP of {}", slice_label, field, ip_text, owner));
+      auto same = std::find_if(endpoints.begin(), endpoints.end(),
+                               [&](const EndpointConfig& known) { return known.ip == e.ip; });
+      if (same == endpoints.end()) {
+        EndpointConfig endpoint{e.ip, e.node, e.ready, e.serving, e.terminating, ports};
+        endpoints.push_back(std::move(endpoint));
+        continue;
+      }
+      if (!same->ready && e.ready) {
+        same->node = e.node;
+        same->ready = e.ready;
+        same->serving = e.serving;
+        same->terminating = e.terminating;
+      }
+      for (const EndpointPort& p : ports)
+        if (std::none_of(same->ports.begin(), same->ports.end(), [&](const EndpointPort& q) {
+              return q.name == p.name && q.protocol == p.protocol;
+            }))
+          same->ports.push_back(p);
+    }
+  }
+  return endpoints;
+}
+
+std::vector<EndpointConfig> K8sState::render_endpoints(const std::string& key, const Config::Node& node,
+                                                       const std::function<std::string(Ipv4)>& cluster_ip_owner) const {
+  auto service = services_.find(key);
+  if (service == services_.end()) return {};
+  // Slices in name order, as render() takes them.
+  const size_t slash = key.find('/');
+  const std::string_view ns = std::string_view(key).substr(0, slash), name = std::string_view(key).substr(slash + 1);
+  std::vector<const K8sEndpointSlice*> slices;
+  for (const auto& [slice_key, slice] : slices_)
+    if (slice.address_type == "IPv4" && slice.ns == ns && slice.service == name) slices.push_back(&slice);
+  return endpoints_from(service->second, slices, node, cluster_ip_owner);
+}
+
+std::optional<std::string> K8sState::slice_event_target(const json& event) {
+  if (!event.is_object()) return std::nullopt;
+  auto object = event.find("object");
+  if (object == event.end() || !object->is_object() || is_list_kind(*object)) return std::nullopt;
+  try {
+    const Identity id = identify(*object, "", "object");
+    if (id.kind == "EndpointSlice") return id.key();
+  } catch (const K8sError&) {
+  }
+  return std::nullopt;
+}
+
+const K8sEndpointSlice* K8sState::slice(const std::string& key) const {
+  auto it = slices_.find(key);
+  return it != slices_.end() ? &it->second : nullptr;
+}
+
+void K8sState::restore_slice(const std::string& key, std::optional<K8sEndpointSlice> slice) {
+  if (slice) slices_[key] = std::move(*slice);
+  else slices_.erase(key);
+}
+
 std::vector<ServiceConfig> K8sState::render(const Config& base) const {
   const Config::Node& node = base.node;
   auto fail = [](std::string_view object, std::string_view field, std::string_view problem) {
     throw K8sError(fmt::format("{}: {}: {}", object, field, problem));
   };
-  auto config_ref = [](size_t index, std::string_view name) {
-    return fmt::format("service[{}] ({}) of the configuration", index, quote(name));
-  };
+  auto config_ref = config_service_ref;
 
   // No Service objects: nothing to render or to check (the configuration's
   // own Services were checked when it was loaded). Endpoint edits of a
@@ -534,47 +616,12 @@ std::vector<ServiceConfig> K8sState::render(const Config& base) const {
     for (const K8sService::Address& a : service.load_balancer_ips) out.load_balancer_ips.push_back(a.ip);
 
     // Endpoints: every slice's, each on the slice's port for each service
-    // port (by name and protocol). An address in several slices (moving
-    // between them) counts once, ready if any copy is (as kube-proxy).
+    // port (by name and protocol).
     if (auto it = slices_of.find(key); it != slices_of.end())
-      for (const K8sEndpointSlice* slice : it->second) {
-        const std::string slice_label = fmt::format("EndpointSlice {}/{}", slice->ns, slice->name);
-        std::vector<EndpointPort> ports;
-        for (const K8sService::Port& sp : service.ports)
-          for (const K8sEndpointSlice::Port& p : slice->ports)
-            if (p.name == sp.name && p.protocol == sp.protocol) {
-              ports.push_back({sp.name, sp.protocol, p.port});
-              break;
-            }
-        if (ports.empty()) continue;  // none of the Service's ports: no endpoint of it
-        for (const K8sEndpointSlice::Endpoint& e : slice->endpoints) {
-          const std::string field = fmt::format("endpoints[{}].addresses[0]", e.index);
-          const std::string ip_text = ipv4_to_string(e.ip);
-          if (node.service_cidr && node.service_cidr->contains(e.ip))
-            fail(slice_label, field,
-                 fmt::format("{} is inside node.service_cidr {}", ip_text, node.service_cidr->to_string()));
-          if (auto owner = cluster_ips.find(e.ip); owner != cluster_ips.end())
-            fail(slice_label, field, fmt::format("{} is the cluster IP of {}", ip_text, owner->second));
-          auto same = std::find_if(out.endpoints.begin(), out.endpoints.end(),
-                                   [&](const EndpointConfig& known) { return known.ip == e.ip; });
-          if (same == out.endpoints.end()) {
-            EndpointConfig endpoint{e.ip, e.node, e.ready, e.serving, e.terminating, ports};
-            out.endpoints.push_back(std::move(endpoint));
-            continue;
-          }
-          if (!same->ready && e.ready) {
-            same->node = e.node;
-            same->ready = e.ready;
-            same->serving = e.serving;
-            same->terminating = e.terminating;
-          }
-          for (const EndpointPort& p : ports)
-            if (std::none_of(same->ports.begin(), same->ports.end(), [&](const EndpointPort& q) {
-                  return q.name == p.name && q.protocol == p.protocol;
-                }))
-              same->ports.push_back(p);
-        }
-      }
+      out.endpoints = endpoints_from(service, it->second, node, [&](Ipv4 ip) {
+        auto owner = cluster_ips.find(ip);
+        return owner != cluster_ips.end() ? owner->second : std::string();
+      });
     rendered.push_back(std::move(out));
   }
   return rendered;

@@ -28,6 +28,8 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <map>
 #include <stdexcept>
 #include <string>
@@ -129,11 +131,29 @@ class K8sState {
   // object and field at fault.
   std::vector<ServiceConfig> render(const Config& base) const;
 
+  // The endpoints Service `key` renders to, as render() renders them (none
+  // when it is unknown), from its slices alone: an EndpointSlice change
+  // costs its Service, not all of them. `cluster_ip_owner` names who has a
+  // cluster IP ("" for nobody), for the check that no endpoint is one.
+  // Throws K8sError naming the slice and field at fault.
+  std::vector<EndpointConfig> render_endpoints(const std::string& key, const Config::Node& node,
+                                               const std::function<std::string(Ipv4)>& cluster_ip_owner) const;
+  // The "namespace/name" of the EndpointSlice a watch event is about;
+  // nullopt for other events (and malformed ones, which apply_event refuses).
+  static std::optional<std::string> slice_event_target(const nlohmann::json& event);
+  const K8sEndpointSlice* slice(const std::string& key) const;
+  // Puts a slice back as it was (nullopt: absent), to undo an event.
+  void restore_slice(const std::string& key, std::optional<K8sEndpointSlice> slice);
+
   const std::map<std::string, K8sService>& services() const { return services_; }
   const std::map<std::string, K8sEndpointSlice>& endpoint_slices() const { return slices_; }
 
  private:
   K8sChange apply_object(const nlohmann::json& object, std::string_view default_kind, std::string_view where);
+  static std::vector<EndpointConfig> endpoints_from(const K8sService& service,
+                                                    const std::vector<const K8sEndpointSlice*>& slices,
+                                                    const Config::Node& node,
+                                                    const std::function<std::string(Ipv4)>& cluster_ip_owner);
 
   std::map<std::string, K8sService> services_;       // "namespace/name"
   std::map<std::string, K8sEndpointSlice> slices_;  // "namespace/name"
@@ -141,6 +161,9 @@ class K8sState {
 
 // `base` with the Services `state` renders appended (render's checks and errors).
 Config with_k8s_services(const Config& base, const K8sState& state);
+
+// How errors name a [[service]] of the configuration: "service[3] (\"ns/web\") of the configuration".
+std::string config_service_ref(size_t index, std::string_view name);
 
 // The change list as JSON: [{"object", "action", "reason"?}].
 nlohmann::json to_json(const std::vector<K8sChange>& changes);

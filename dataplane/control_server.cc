@@ -428,6 +428,7 @@ json ControlServer::dispatch(control::Request& request) {
   if (verb == "watch.event") {
     const control::WatchEventArgs args = control::watch_event_args(request);
     return change_live(args.dry_run, [&] {
+      if (auto slice = K8sState::slice_event_target(args.event)) return slice_event(*slice, args.event, args.dry_run);
       K8sState next = k8s_;
       K8sChange change = next.apply_event(args.event);
       return apply_k8s(std::move(next), {std::move(change)}, args.dry_run);
@@ -573,6 +574,66 @@ json ControlServer::edit_base_service(size_t index, std::optional<ServiceConfig>
     desired_.services.erase(desired_.services.begin() + static_cast<std::ptrdiff_t>(index));
     base_.services.erase(base_.services.begin() + static_cast<std::ptrdiff_t>(index));
   }
+  result["udp_flows_flushed"] = flushed;
+  return result;
+}
+
+json ControlServer::slice_event(const std::string& slice_key, const json& event, bool dry_run) {
+  // The Services the slice fed before and after the event (its label may change).
+  auto fed = [](const K8sEndpointSlice* s) {
+    return s != nullptr && s->address_type == "IPv4" && !s->service.empty() ? s->ns + "/" + s->service : std::string();
+  };
+  std::optional<K8sEndpointSlice> before;
+  if (const K8sEndpointSlice* s = k8s_.slice(slice_key)) before = *s;
+  const K8sChange change = k8s_.apply_event(event);  // a refused event changes nothing
+  struct Undo {
+    K8sState& k8s;
+    const std::string& key;
+    std::optional<K8sEndpointSlice>& before;
+    bool armed = true;
+    ~Undo() {
+      if (armed) k8s.restore_slice(key, std::move(before));
+    }
+  } undo{k8s_, slice_key, before};
+  std::vector<std::string> services = {fed(before ? &*before : nullptr), fed(k8s_.slice(slice_key))};
+  if (services[0] == services[1]) services.pop_back();
+
+  // Rendered Services follow the config file's, sorted by name (with_k8s_services).
+  const auto rendered_begin = desired_.services.begin() + static_cast<std::ptrdiff_t>(base_.services.size());
+  auto cluster_ip_owner = [&](Ipv4 ip) -> std::string {
+    if (!std::binary_search(installed_.cluster_ips().begin(), installed_.cluster_ips().end(), ip)) return "";
+    for (size_t j = 0; j < desired_.services.size(); ++j)
+      if (desired_.services[j].cluster_ip == ip)
+        return j < base_.services.size() ? config_service_ref(j, desired_.services[j].name)
+                                         : "Service " + desired_.services[j].name;
+    return "";
+  };
+  ServiceDiff diff;
+  std::vector<std::pair<size_t, ServiceConfig>> edits;
+  for (const std::string& name : services) {
+    auto it = std::lower_bound(rendered_begin, desired_.services.end(), name,
+                               [](const ServiceConfig& s, const std::string& n) { return s.name < n; });
+    if (name.empty() || it == desired_.services.end() || it->name != name) continue;  // unknown or skipped
+    ServiceConfig updated = *it;
+    updated.endpoints = k8s_.render_endpoints(name, desired_.node, cluster_ip_owner);
+    ServiceDiff one = installed_.diff_service(&*it, &updated, desired_);
+    for (auto& e : one.added) diff.added.push_back(std::move(e));
+    for (auto& e : one.changed) diff.changed.push_back(std::move(e));
+    for (auto& k : one.removed) diff.removed.push_back(k);
+    edits.emplace_back(static_cast<size_t>(it - desired_.services.begin()), std::move(updated));
+  }
+  json result = {{"dry_run", dry_run},          {"services", services_json(diff)}, {"routes", no_changes()},
+                 {"neighbors", no_changes()}, {"k8s", to_json({change})}};
+  if (dry_run) {
+    result["udp_flows_flushed"] = count_stale_udp(diff);
+    return result;  // the event is undone
+  }
+  unsigned flushed = 0;
+  if (!diff.empty())
+    flushed = install_services(
+        std::make_unique<ServiceSnapshot>(*tables_.services(), diff, tables_.next_service_generation()), diff);
+  for (auto& [index, service] : edits) desired_.services[index] = std::move(service);
+  undo.armed = false;
   result["udp_flows_flushed"] = flushed;
   return result;
 }

@@ -90,6 +90,10 @@ class ControlServer {
   // (nullopt: service.del), at the cost of that service: no config copy, no
   // compile of the others, the key index kept.
   nlohmann::json edit_base_service(size_t index, std::optional<ServiceConfig> edited, bool dry_run);
+  // An EndpointSlice watch event: applied to k8s_ in place (undone on any
+  // error or dry run), and only the endpoints of the Services it feeds
+  // rendered again, at the cost of those Services.
+  nlohmann::json slice_event(const std::string& slice_key, const nlohmann::json& event, bool dry_run);
   // Publishes a Service snapshot built from `diff`, records it as installed,
   // and flushes the UDP flows it made stale; returns how many.
   unsigned install_services(std::unique_ptr<ServiceSnapshot> snapshot, const ServiceDiff& diff);

@@ -217,3 +217,32 @@ def test_malformed_object_is_rejected_and_changes_nothing(kdp):
                 "--strict", rc=1)
     assert len(out) == 1 and "rejected" in out[0]
     assert kdp.state() == after, "--strict stops before the next event"
+
+
+def test_slice_event_refused_at_render_is_undone(kdp):
+    """A slice event passes the object checks but fails against the node (an
+    endpoint inside the service range): refused, and the slice kdp
+    keeps is the one from before, as a later full render of the Service
+    shows. A dry run of a good event changes nothing either."""
+    kdp.ctl("apply", "-f", str(kdp.write("good.json", json.dumps(k8s_list(API, API_SLICE)))))
+    before = kdp.state()
+    clash = copy.deepcopy(API_SLICE)
+    clash["endpoints"][0]["addresses"] = ["10.96.0.10"]  # a Service address
+    clash["endpoints"][1]["addresses"] = ["10.244.2.77"]
+    out = watch(kdp, [{"type": "MODIFIED", "object": clash}], rc=0)
+    assert out[0] == ('MODIFIED EndpointSlice prod/api-x7k2p: rejected: EndpointSlice prod/api-x7k2p: '
+                      'endpoints[0].addresses[0]: 10.96.0.10 is inside node.service_cidr 10.96.0.0/12')
+    assert kdp.state() == before
+
+    # The Service object again: its endpoints are rendered from the slices kdp holds.
+    out = watch(kdp, [{"type": "MODIFIED", "object": API}])
+    assert out[0] == "MODIFIED Service prod/api: applied; services: 0 added, 0 changed, 0 removed"
+    assert api_backends(kdp) == ["10.244.1.8:8080", "10.244.2.8:8080"]
+
+    fewer = copy.deepcopy(API_SLICE)
+    del fewer["endpoints"][0]
+    out = watch(kdp, [{"type": "MODIFIED", "object": fewer}], "--dry-run")
+    assert out[0].startswith("MODIFIED EndpointSlice prod/api-x7k2p:") and "2 changed" in out[0], out
+    assert kdp.state() == before
+    out = watch(kdp, [{"type": "MODIFIED", "object": API}])
+    assert api_backends(kdp) == ["10.244.1.8:8080", "10.244.2.8:8080"], "the dry run kept nothing"

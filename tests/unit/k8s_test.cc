@@ -291,6 +291,59 @@ TEST(K8sTest, NamedTargetPortResolvesPerSlice) {
             (std::vector<std::string>{"10.244.1.5:8080*", "10.244.1.6:9090*", "10.244.2.5:8080"}));
 }
 
+// The one-Service rendering EndpointSlice watch events take: the same
+// endpoints as render() from the same slices, with the same checks.
+TEST(K8sTest, RenderEndpointsOfOneServiceMatchesRender) {
+  json service = parse(kWebService);
+  service["spec"]["ports"][0]["targetPort"] = "web";
+  json old_slice = parse(kWebSlice);
+  json new_slice = parse(kWebSlice);
+  new_slice["metadata"]["name"] = "web-zz9pl";
+  new_slice["ports"][0]["port"] = 9090;
+  new_slice["endpoints"] = json::parse(
+      R"([{"addresses": ["10.244.1.6"], "conditions": {}, "nodeName": "node-a"},
+          {"addresses": ["10.244.2.5"], "conditions": {"ready": false}, "nodeName": "node-b"}])");
+  K8sState state;
+  state.apply(json::array({service, old_slice, new_slice}));
+  const Config base = node();
+  const auto nobody = [](Ipv4) { return std::string(); };
+  const std::vector<EndpointConfig> one = state.render_endpoints("default/web", base.node, nobody);
+  const auto all = state.render(base);
+  ASSERT_EQ(all.size(), 1u);
+  ASSERT_EQ(one.size(), all[0].endpoints.size());
+  for (size_t i = 0; i < one.size(); ++i) {
+    EXPECT_EQ(one[i].ip, all[0].endpoints[i].ip);
+    EXPECT_EQ(one[i].ready, all[0].endpoints[i].ready);
+    EXPECT_EQ(one[i].ports, all[0].endpoints[i].ports);
+  }
+  EXPECT_TRUE(state.render_endpoints("default/nope", base.node, nobody).empty());
+
+  // Checked as render() checks: the owner of a cluster IP is named.
+  try {
+    state.render_endpoints("default/web", base.node, [](Ipv4 ip) {
+      return ip == *parse_ipv4("10.244.1.6") ? std::string("Service default/other") : std::string();
+    });
+    ADD_FAILURE() << "an endpoint that is a cluster IP was accepted";
+  } catch (const K8sError& e) {
+    EXPECT_STREQ(e.what(),
+                 "EndpointSlice default/web-zz9pl: endpoints[0].addresses[0]: 10.244.1.6 is the cluster IP of "
+                 "Service default/other");
+  }
+
+  // What watch events are about, and undoing one.
+  EXPECT_EQ(K8sState::slice_event_target({{"type", "MODIFIED"}, {"object", new_slice}}), "default/web-zz9pl");
+  EXPECT_EQ(K8sState::slice_event_target({{"type", "MODIFIED"}, {"object", service}}), std::nullopt);
+  EXPECT_EQ(K8sState::slice_event_target({{"type", "MODIFIED"}}), std::nullopt);
+  const K8sEndpointSlice kept = *state.slice("default/web-zz9pl");
+  state.apply_event({{"type", "DELETED"}, {"object", new_slice}});
+  EXPECT_EQ(state.slice("default/web-zz9pl"), nullptr);
+  state.restore_slice("default/web-zz9pl", kept);
+  ASSERT_NE(state.slice("default/web-zz9pl"), nullptr);
+  EXPECT_EQ(*state.slice("default/web-zz9pl"), kept);
+  state.restore_slice("default/web-zz9pl", std::nullopt);
+  EXPECT_EQ(state.slice("default/web-zz9pl"), nullptr);
+}
+
 TEST(K8sTest, EndpointConditions) {
   json slice = parse(kWebSlice);
   slice["endpoints"] = json::parse(R"([
