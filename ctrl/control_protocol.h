@@ -160,11 +160,13 @@ std::string request_line(std::string_view verb, const nlohmann::json& args = nlo
 // request_line with args[key] set to `document`, a JSON text spliced in as it
 // is (its line breaks made spaces), so that a large document (a List of
 // 10,000 Services) is neither parsed nor serialized again on its way to kdp.
-// Throws ProtocolError when `document` is not valid JSON.
+// The caller checks the document (valid_json_within): kdp refuses a line
+// that is not valid JSON.
 std::string request_line_with_document(std::string_view verb, const nlohmann::json& args, std::string_view key,
                                        std::string_view document);
-// Whether a JSON text nests deeper than `max_depth` arrays and objects.
-bool too_deep(std::string_view text, int max_depth);
+// Whether a text is one valid JSON value nesting at most `max_depth` deep
+// (one pass, nothing built).
+bool valid_json_within(std::string_view text, int max_depth);
 
 // Typed views of checked args.
 // Flows whose original destination (or, after DNAT, backend) is `dst` and/or

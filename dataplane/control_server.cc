@@ -178,6 +178,7 @@ ControlServer::ControlServer(NodeTables& tables, const std::vector<std::unique_p
       own_uid_(::geteuid()) {}
 
 ControlServer::~ControlServer() {
+  if (reaper_.joinable()) reaper_.join();
   for (auto& c : clients_) ::close(c->fd);
   if (listen_fd_ >= 0) ::close(listen_fd_);
   if (bound_) ::unlink(path_.c_str());
@@ -230,10 +231,15 @@ unsigned ControlServer::poll() {
     }
   }
   if (fds[0].revents & POLLIN) accept_clients();
-  // Once every reply is out, the documents they were about may go (freeing a
-  // List of 10,000 Services takes as long as parsing it).
-  if (std::all_of(clients_.begin(), clients_.end(), [](const auto& c) { return c->out_sent >= c->out.size(); }))
+  // Once every reply is out, the documents they were about may go: freed on
+  // a thread of their own, since freeing a List of 10,000 Services takes as
+  // long as parsing it, and the next change must not wait for that.
+  if (!retired_.empty() &&
+      std::all_of(clients_.begin(), clients_.end(), [](const auto& c) { return c->out_sent >= c->out.size(); })) {
+    if (reaper_.joinable()) reaper_.join();
+    reaper_ = std::thread([documents = std::move(retired_)]() mutable { documents.clear(); });
     retired_.clear();
+  }
   return answered + (fds[0].revents ? 1 : 0);
 }
 

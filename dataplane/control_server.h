@@ -18,6 +18,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -134,6 +135,7 @@ class ControlServer {
   uint64_t failed_changes_ = 0;
   std::vector<std::unique_ptr<Client>> clients_;
   std::vector<nlohmann::json> retired_;  // request documents, freed once their replies are sent
+  std::thread reaper_;                   // frees them
 };
 
 }  // namespace kdp

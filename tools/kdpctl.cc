@@ -478,9 +478,10 @@ int main(int argc, char** argv) {
       content = read_file(file);
       if (looks_like_json(content)) {
         // Checked here, sent as it is: a List of 10,000 Services is not parsed twice on the way.
-        if (!json::accept(content)) throw UsageError(fmt::format("{}: not valid JSON", file));
-        if (kdp::control::too_deep(content, kdp::control::kMaxRequestDepth - 2))
+        if (!kdp::control::valid_json_within(content, kdp::control::kMaxRequestDepth - 2)) {
+          if (!json::accept(content)) throw UsageError(fmt::format("{}: not valid JSON", file));
           throw UsageError(fmt::format("{}: nested deeper than {} levels", file, kdp::control::kMaxRequestDepth - 2));
+        }
         document = &content;
         args = {{"dry_run", dry_run || diff->parsed()}};
       } else {
