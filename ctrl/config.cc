@@ -1245,22 +1245,22 @@ ServiceConfig without_endpoint(const Config& config, std::string_view service_na
   return service;
 }
 
-Config with_route(const Config& config, RouteConfig route) {
-  Config out = config;
+std::vector<RouteConfig> with_route(const Config& config, RouteConfig route) {
+  std::vector<RouteConfig> out = config.routes;
   check_route(config, config.routes, route, [](std::string_view key, std::string_view problem) -> void {
     throw ConfigError(key.empty() ? fmt::format("route: {}", problem) : fmt::format("route.{}: {}", key, problem));
   });
-  out.routes.push_back(std::move(route));
+  out.push_back(std::move(route));
   return out;
 }
 
-Config without_route(const Config& config, const Ipv4Prefix& prefix) {
-  Config out = config;
-  auto it = std::find_if(out.routes.begin(), out.routes.end(), [&](const RouteConfig& r) { return r.prefix == prefix; });
-  if (it == out.routes.end())
+std::vector<RouteConfig> without_route(const Config& config, const Ipv4Prefix& prefix) {
+  std::vector<RouteConfig> out = config.routes;
+  auto it = std::find_if(out.begin(), out.end(), [&](const RouteConfig& r) { return r.prefix == prefix; });
+  if (it == out.end())
     throw ConfigError(fmt::format("route.prefix: no route for {} (connected and local routes cannot be removed)",
                                   prefix.to_string()));
-  out.routes.erase(it);
+  out.erase(it);
   return out;
 }
 

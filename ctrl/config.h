@@ -191,10 +191,11 @@ ServiceConfig with_endpoint(const Config& config, std::string_view service, cons
 // The service named `service` of `config` without its endpoint `ip`; throws
 // ConfigError when either is unknown.
 ServiceConfig without_endpoint(const Config& config, std::string_view service, Ipv4 ip);
-// `config` with one more static route, checked as a [[route]] is (an empty
-// port means the first uplink); throws ConfigError ("route.prefix: ...").
-Config with_route(const Config& config, RouteConfig route);
-// `config` without the static route for `prefix`; throws ConfigError when none.
-Config without_route(const Config& config, const Ipv4Prefix& prefix);
+// `config`'s routes with one more static route, checked as a [[route]] is
+// (an empty port means the first uplink); throws ConfigError ("route.prefix: ...").
+std::vector<RouteConfig> with_route(const Config& config, RouteConfig route);
+// `config`'s routes without the static route for `prefix`; throws
+// ConfigError when none.
+std::vector<RouteConfig> without_route(const Config& config, const Ipv4Prefix& prefix);
 
 }  // namespace kdp

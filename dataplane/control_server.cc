@@ -153,10 +153,16 @@ struct NeighborItem {
   bool operator==(const NeighborItem&) const = default;
 };
 
-std::vector<RouteItem> route_items(const Config& c) {
+std::vector<RouteItem> route_items(const std::vector<RouteConfig>& routes) {
   std::vector<RouteItem> out;
-  for (const auto& r : c.routes) out.push_back({r.prefix, r.via, r.port});
+  for (const auto& r : routes) out.push_back({r.prefix, r.via, r.port});
   return out;
+}
+
+json routes_json(const std::vector<RouteItem>& before, const std::vector<RouteItem>& after) {
+  return keyed_diff(
+      before, after, [](const RouteItem& r) { return std::pair(r.prefix.addr, r.prefix.len); },
+      [](const RouteItem& r) { return fmt::format("{} via {}", r.prefix.to_string(), ipv4_to_string(r.via)); });
 }
 std::vector<NeighborItem> neighbor_items(const Config& c) {
   std::vector<NeighborItem> out;
@@ -458,17 +464,11 @@ json ControlServer::dispatch(control::Request& request) {
   if (verb == "route.add" || verb == "route.del") {
     const control::RouteArgs args = control::route_args(request);
     return change_live(args.dry_run, [&] {
-      Config next = verb == "route.add" ? with_route(base_, args.route) : without_route(base_, args.route.prefix);
-      return apply_base(std::move(next), args.dry_run);
+      return edit_routes(verb == "route.add" ? with_route(base_, args.route) : without_route(base_, args.route.prefix),
+                         args.dry_run);
     });
   }
   throw control::ProtocolError(fmt::format("verb \"{}\" is not implemented", verb));
-}
-
-json ControlServer::apply_base(Config next, bool dry_run) {
-  json result = apply(with_k8s_services(next, k8s_), dry_run);
-  if (!dry_run) base_ = std::move(next);
-  return result;
 }
 
 json ControlServer::delete_service(const control::ServiceArgs& args) {
@@ -507,10 +507,8 @@ json ControlServer::apply(Config next, bool dry_run) {
 
   // Everything is built before anything is published: an error changes nothing.
   const ServiceDiff diff = installed_.diff(compile_services(next));
-  const auto old_routes = route_items(desired_), new_routes = route_items(next);
-  json routes = keyed_diff(
-      old_routes, new_routes, [](const RouteItem& r) { return std::pair(r.prefix.addr, r.prefix.len); },
-      [](const RouteItem& r) { return fmt::format("{} via {}", r.prefix.to_string(), ipv4_to_string(r.via)); });
+  const auto old_routes = route_items(desired_.routes), new_routes = route_items(next.routes);
+  json routes = routes_json(old_routes, new_routes);
   const auto old_neighbors = neighbor_items(desired_), new_neighbors = neighbor_items(next);
   json neighbors = keyed_diff(
       old_neighbors, new_neighbors, [](const NeighborItem& n) { return n.ip; },
@@ -526,7 +524,7 @@ json ControlServer::apply(Config next, bool dry_run) {
   std::unique_ptr<RouteSnapshot> route_snapshot;
   if (routes_changed)
     route_snapshot =
-        std::make_unique<RouteSnapshot>(tables_.routes_from_config(next), tables_.next_route_generation());
+        std::make_unique<RouteSnapshot>(tables_.routes_from_config(next.routes), tables_.next_route_generation());
   std::unique_ptr<ServiceSnapshot> service_snapshot;
   if (!diff.empty())
     service_snapshot = std::make_unique<ServiceSnapshot>(*tables_.services(), diff, tables_.next_service_generation());
@@ -641,6 +639,20 @@ json ControlServer::slice_event(const std::string& slice_key, const json& event,
   for (auto& [index, service] : edits) desired_.services[index] = std::move(service);
   undo.armed = false;
   result["udp_flows_flushed"] = flushed;
+  return result;
+}
+
+json ControlServer::edit_routes(std::vector<RouteConfig> routes, bool dry_run) {
+  json result = {{"dry_run", dry_run},
+                 {"services", no_changes()},
+                 {"routes", routes_json(route_items(desired_.routes), route_items(routes))},
+                 {"neighbors", no_changes()},
+                 {"udp_flows_flushed", 0}};
+  if (dry_run) return result;
+  tables_.publish_routes(
+      std::make_unique<RouteSnapshot>(tables_.routes_from_config(routes), tables_.next_route_generation()));
+  desired_.routes = routes;
+  base_.routes = std::move(routes);
   return result;
 }
 

@@ -91,6 +91,8 @@ class ControlServer {
   // (nullopt: service.del), at the cost of that service: no config copy, no
   // compile of the others, the key index kept.
   nlohmann::json edit_base_service(size_t index, std::optional<ServiceConfig> edited, bool dry_run);
+  // route.add, route.del: a new route table, nothing else compiled again.
+  nlohmann::json edit_routes(std::vector<RouteConfig> routes, bool dry_run);
   // An EndpointSlice watch event: applied to k8s_ in place (undone on any
   // error or dry run), and only the endpoints of the Services it feeds
   // rendered again, at the cost of those Services.
@@ -101,8 +103,6 @@ class ControlServer {
   unsigned count_stale_udp(const ServiceDiff& diff) const;
   // Null when the diff can make no flow stale.
   std::function<bool(const FlowEntry&)> stale_udp_filter(const ServiceDiff& diff) const;
-  // apply of an edited config file (`next` replaces base_ on success).
-  nlohmann::json apply_base(Config next, bool dry_run);
   // apply {k8s} and watch.event: `next` is k8s_ with the objects applied.
   nlohmann::json apply_k8s(K8sState next, std::vector<K8sChange> changes, bool dry_run);
   nlohmann::json list_ports() const;

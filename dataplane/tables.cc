@@ -147,9 +147,9 @@ uint16_t NodeTables::take_port_index() {
   return kNoPort;
 }
 
-std::vector<RouteEntry> NodeTables::routes_from_config(const Config& config) const {
+std::vector<RouteEntry> NodeTables::routes_from_config(const std::vector<RouteConfig>& static_routes) const {
   std::vector<RouteEntry> out;
-  const auto& node = config.node;
+  const auto& node = this->config.node;
   out.push_back({node.pod_cidr, {NextHopKind::PodNet, kNoPort, 0}});
   // Directed broadcast into the pod network is dropped, as Linux does by default.
   out.push_back({{node.pod_cidr.addr, 32}, {NextHopKind::Blackhole, kNoPort, 0}});
@@ -161,7 +161,7 @@ std::vector<RouteEntry> NodeTables::routes_from_config(const Config& config) con
     subnet.addr &= subnet.mask();
     out.push_back({subnet, {NextHopKind::Connected, first_uplink, 0}});
   }
-  for (const auto& r : config.routes) out.push_back({r.prefix, {NextHopKind::Gateway, port_index(r.port), r.via}});
+  for (const auto& r : static_routes) out.push_back({r.prefix, {NextHopKind::Gateway, port_index(r.port), r.via}});
   return out;
 }
 

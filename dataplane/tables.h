@@ -184,10 +184,9 @@ struct NodeTables {
   // every worker has moved past it.
   void publish_routes(std::unique_ptr<RouteSnapshot> snapshot);
   uint64_t next_route_generation() { return route_generation_++; }
-  // The routes a config describes (connected, local, static); `config`'s
-  // node must be this one's (the control socket's apply checks that).
-  std::vector<RouteEntry> routes_from_config(const Config& config) const;
-  std::vector<RouteEntry> routes_from_config() const { return routes_from_config(config); }
+  // The routes of this node (connected, local) and `static_routes`.
+  std::vector<RouteEntry> routes_from_config(const std::vector<RouteConfig>& static_routes) const;
+  std::vector<RouteEntry> routes_from_config() const { return routes_from_config(config.routes); }
   // The index of a port of the current set by name (control thread).
   uint16_t port_index(const std::string& name) const { return port_set()->index_of(name); }
 

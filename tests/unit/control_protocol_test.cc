@@ -296,7 +296,8 @@ TEST(DesiredStateTest, RouteAndServiceEdits) {
   RouteConfig route;
   route.prefix = *parse_ipv4_prefix("10.250.0.0/16");
   route.via = *parse_ipv4("192.168.50.11");
-  Config next = with_route(running, route);
+  Config next = running;
+  next.routes = with_route(running, route);
   ASSERT_EQ(next.routes.size(), running.routes.size() + 1);
   EXPECT_EQ(next.routes.back().port, "up0");  // the first uplink, as in [[route]]
   EXPECT_EQ(config_error([&] { with_route(next, route); }),
@@ -313,7 +314,7 @@ TEST(DesiredStateTest, RouteAndServiceEdits) {
   const Config with_pod_port = node("[[port]]\nname = \"pod0\"\nrole = \"pod\"\ndevice = \"net_null1\"\n");
   EXPECT_EQ(config_error([&] { with_route(with_pod_port, route); }),
             "route.port: \"pod0\" is a pod port; routes must leave through an uplink port");
-  next = without_route(next, *parse_ipv4_prefix("10.250.0.0/16"));
+  next.routes = without_route(next, *parse_ipv4_prefix("10.250.0.0/16"));
   EXPECT_EQ(next.routes.size(), running.routes.size());
   EXPECT_EQ(config_error([&] { without_route(running, *parse_ipv4_prefix("10.250.0.0/16")); }),
             "route.prefix: no route for 10.250.0.0/16 (connected and local routes cannot be removed)");

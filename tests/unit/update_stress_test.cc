@@ -133,9 +133,10 @@ TEST_F(UpdateStressTest, TableSwapsRaceTrafficWithoutLossOrStaleReads) {
     if (generations % 4 == 0) publish(installed.diff_service(nullptr, &other, current));
     if (generations % 4 == 2) publish(installed.diff_service(&other, nullptr, current));
     extra_route.prefix = *parse_ipv4_prefix(fmt::format("10.250.{}.0/24", generations % 256));
-    const Config routed = generations % 2 ? with_route(current, extra_route) : current;
+    Config routed = current;
+    if (generations % 2) routed.routes = with_route(current, extra_route);
     tables->publish_routes(
-        std::make_unique<RouteSnapshot>(tables->routes_from_config(routed), tables->next_route_generation()));
+        std::make_unique<RouteSnapshot>(tables->routes_from_config(routed.routes), tables->next_route_generation()));
     if (generations % 16 == 0) tables->conntrack->remove_if([](const FlowEntry&) { return true; });
     // Neighbour and FDB entries the control thread installs and removes in
     // the tables the worker looks up on every packet (its next hop and the
