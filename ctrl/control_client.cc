@@ -52,7 +52,8 @@ json call_line(const std::string& socket_path, const std::string& request, int t
   }
   std::string reply;
   char buffer[65536];
-  while (reply.find('\n') == std::string::npos) {
+  size_t line_end = std::string::npos;
+  while (line_end == std::string::npos) {
     ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0)
@@ -60,8 +61,11 @@ json call_line(const std::string& socket_path, const std::string& request, int t
                                         errno == EAGAIN ? "timed out" : std::strerror(errno)));
     if (n == 0) throw ConnectionError(fmt::format("{} closed the connection without a reply", socket_path));
     reply.append(buffer, static_cast<size_t>(n));
+    // Only the new bytes are searched: a reply of megabytes arrives in many reads.
+    line_end = reply.find('\n', reply.size() - static_cast<size_t>(n));
   }
-  json doc = json::parse(reply.substr(0, reply.find('\n')), nullptr, false);
+  reply.resize(line_end);
+  json doc = json::parse(reply, nullptr, false);
   if (doc.is_discarded() || !doc.is_object() || !doc.contains("ok") || !doc["ok"].is_boolean())
     throw ConnectionError(fmt::format("{} sent a malformed reply", socket_path));
   if (!doc["ok"].get<bool>()) {

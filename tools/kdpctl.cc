@@ -45,13 +45,19 @@ struct KdpError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// `document`: a JSON text sent as args["k8s"] as it is (request_line_with_document).
+// A document of apply: a JSON text sent as args[key] as it is
+// (request_line_with_document); `key` empty: none.
+struct Document {
+  std::string key;
+  std::string text;
+};
+
 json call(const std::string& socket_path, const std::string& verb, const json& args, int timeout_s,
-          const std::string* document = nullptr) {
+          const Document& document = {}) {
   try {
-    if (document != nullptr)
+    if (!document.key.empty())
       return kdp::control::call_line(
-          socket_path, kdp::control::request_line_with_document(verb, args, "k8s", *document), timeout_s);
+          socket_path, kdp::control::request_line_with_document(verb, args, document.key, document.text), timeout_s);
     return kdp::control::call(socket_path, verb, args, timeout_s);
   } catch (const kdp::control::RefusedError& e) {
     throw KdpError(e.what());
@@ -232,12 +238,15 @@ std::string read_file(const std::string& path) {
     out << std::cin.rdbuf();
     return out.str();
   }
-  std::ifstream in(path, std::ios::binary);
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
   if (!in) throw UsageError(fmt::format("cannot read {}: {}", path, std::strerror(errno)));
-  std::ostringstream out;
-  out << in.rdbuf();
-  if (in.bad()) throw UsageError(fmt::format("cannot read {}", path));
-  return out.str();
+  // Read in one go into a string of the file's size: a 14 MB List is not copied on the way.
+  std::string out(static_cast<size_t>(std::max<std::streamoff>(in.tellg(), 0)), '\0');
+  in.seekg(0);
+  in.read(out.data(), static_cast<std::streamsize>(out.size()));
+  if (in.gcount() != static_cast<std::streamsize>(out.size()) || in.bad())
+    throw UsageError(fmt::format("cannot read {}", path));
+  return out;
 }
 
 // JSON (Kubernetes objects) rather than TOML: the first non-space character
@@ -363,8 +372,7 @@ int main(int argc, char** argv) {
 
   std::string verb;
   json args = json::object();
-  std::string content;                 // apply -f of JSON: the file, sent as it is
-  const std::string* document = nullptr;
+  Document document;                   // apply -f: the file
   std::string file, service, ip, node, dst;
   bool not_ready = false, terminating = false, dry_run = false, strict = false;
   size_t limit = kdp::control::kDefaultConntrackListLimit;
@@ -475,17 +483,19 @@ int main(int argc, char** argv) {
     }
     if (apply->parsed() || diff->parsed()) {
       verb = "apply";
-      content = read_file(file);
+      std::string content = read_file(file);
       if (looks_like_json(content)) {
         // Checked here, sent as it is: a List of 10,000 Services is not parsed twice on the way.
         if (!kdp::control::valid_json_within(content, kdp::control::kMaxRequestDepth - 2)) {
           if (!json::accept(content)) throw UsageError(fmt::format("{}: not valid JSON", file));
           throw UsageError(fmt::format("{}: nested deeper than {} levels", file, kdp::control::kMaxRequestDepth - 2));
         }
-        document = &content;
+        document = {"k8s", std::move(content)};
         args = {{"dry_run", dry_run || diff->parsed()}};
       } else {
-        args = {{"toml", content}, {"source", file}, {"dry_run", dry_run || diff->parsed()}};
+        // A TOML text as one JSON string, escaped once and never copied into a request object.
+        document = {"toml", json(std::move(content)).dump(-1, ' ', false, json::error_handler_t::replace)};
+        args = {{"source", file}, {"dry_run", dry_run || diff->parsed()}};
       }
     } else if (service_list->parsed()) {
       verb = "service.list";
@@ -544,7 +554,8 @@ int main(int argc, char** argv) {
     // (a document in its place is checked above).
     try {
       json checked = args;
-      if (document != nullptr) checked["k8s"] = json::object();
+      if (document.key == "k8s") checked["k8s"] = json::object();
+      if (document.key == "toml") checked["toml"] = "";
       kdp::control::parse_request(kdp::control::request_line(verb, checked));
     } catch (const kdp::control::ProtocolError& e) {
       throw UsageError(e.what());
