@@ -16,6 +16,7 @@
 #include <memory>
 #include <thread>
 #include <unistd.h>
+#include <malloc.h>
 
 #include "ctrl/config.h"
 #include "dataplane/control.h"
@@ -157,6 +158,13 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   app.add_option("--stats-json", stats_json_path, "write the final counters to this file as JSON");
   CLI11_PARSE(app, argc, argv);
+  // The control thread keeps the heap it has grown: returning memory to the
+  // kernel after each large apply (trimming the heap, unmapping large
+  // blocks) means a TLB shootdown IPI to every polling worker and page
+  // faults for the next apply. Large blocks come from the heap too, up to
+  // glibc's limit of 32 MB; at most 256 MB of free heap is kept.
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 256 << 20);
   try {
     return run(config_path, exit_when_idle_ms, stats_json_path);
   } catch (const kdp::ConfigError& e) {
