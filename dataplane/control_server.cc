@@ -324,14 +324,21 @@ bool ControlServer::flush(Client& c) {
 }
 
 std::string ControlServer::handle(std::string_view line) {
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
   control::Request request;
   try {
     request = control::parse_request(line);
   } catch (const std::exception& e) {
     return control::error_line(e.what());
   }
+  const double parse_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
   try {
-    return control::ok_line(dispatch(request));
+    json result = dispatch(request);
+    // A change's timing: reading its request (a 10,000-Service List is megabytes) comes first.
+    if (auto timing = result.find("timing"); result.is_object() && timing != result.end() && timing->is_object())
+      (*timing)["parse_ms"] = parse_ms;
+    return control::ok_line(result);
   } catch (const std::exception& e) {
     if (control::changes_state(request.verb)) ++failed_changes_;
     return control::error_line(e.what());

@@ -133,7 +133,8 @@ void print_apply(const json& r) {
   if (r.contains("neighbors_full")) fmt::print("neighbour table full: {} not installed\n", text(r["neighbors_full"]));
   if (r.value("dry_run", false)) fmt::print("(dry run: nothing changed)\n");
   if (r.contains("timing"))
-    fmt::print("applied in {:.2f} ms, live in all workers {} later\n", r["timing"].value("apply_ms", 0.0),
+    fmt::print("request read in {:.2f} ms, applied in {:.2f} ms, live in all workers {} later\n",
+               r["timing"].value("parse_ms", 0.0), r["timing"].value("apply_ms", 0.0),
                r["timing"]["live_ms"].is_number() ? fmt::format("{:.3f} ms", r["timing"]["live_ms"].get<double>())
                                                   : std::string("(not confirmed)"));
   if (r.contains("warning")) fmt::print("warning: {}\n", text(r["warning"]));

@@ -247,7 +247,7 @@ def test_service_get_and_del(kdp):
     assert kdp.state() == before
     done = kdp.json("service", "del", "default/web")
     assert sorted(done["services"]["removed"]) == ["10.96.0.10:80/TCP", "192.168.50.10:30080/TCP"]
-    assert done["timing"]["apply_ms"] >= 0 and done["timing"]["live_ms"] >= 0
+    assert done["timing"]["apply_ms"] >= 0 and done["timing"]["live_ms"] >= 0 and done["timing"]["parse_ms"] >= 0
     assert kdp.json("service", "list") == []
     kdp.ctl("service", "get", "default/web", rc=1)
 
