@@ -21,6 +21,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -233,20 +234,28 @@ void print_result(const std::string& verb, const json& r) {
   fmt::print("{}\n", r.dump(2));
 }
 
+std::string read_stream(std::istream& in) {
+  std::ostringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
 std::string read_file(const std::string& path) {
-  if (path == "-") {
-    std::ostringstream out;
-    out << std::cin.rdbuf();
-    return out.str();
-  }
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  if (path == "-") return read_stream(std::cin);
+  std::ifstream in(path, std::ios::binary);
   if (!in) throw UsageError(fmt::format("cannot read {}: {}", path, std::strerror(errno)));
-  // Read in one go into a string of the file's size: a 14 MB List is not copied on the way.
-  std::string out(static_cast<size_t>(std::max<std::streamoff>(in.tellg(), 0)), '\0');
-  in.seekg(0);
-  in.read(out.data(), static_cast<std::streamsize>(out.size()));
-  if (in.gcount() != static_cast<std::streamsize>(out.size()) || in.bad())
-    throw UsageError(fmt::format("cannot read {}", path));
+  std::error_code error;
+  const bool regular = std::filesystem::is_regular_file(path, error);
+  std::string out;
+  if (regular) {
+    // Read in one go into a string of the file's size: a 14 MB List is not copied on the way.
+    out.resize(static_cast<size_t>(std::filesystem::file_size(path, error)));
+    in.read(out.data(), static_cast<std::streamsize>(out.size()));
+    out.resize(static_cast<size_t>(in.gcount()));
+  } else {
+    out = read_stream(in);  // a pipe or FIFO (-f <(...)): no size to ask for
+  }
+  if (in.bad()) throw UsageError(fmt::format("cannot read {}", path));
   return out;
 }
 

@@ -165,6 +165,21 @@ def test_apply_adds_a_service(kdp):
     assert kdp.state() == before
 
 
+def test_apply_from_a_pipe_and_stdin(kdp):
+    # `kdpctl apply -f <(generate)` reads a pipe, which has no size to ask for.
+    before = kdp.state()
+    proc = subprocess.run(["bash", "-c", 'exec "$0" --socket "$1" --json apply -f <(cat "$2")', KDPCTL_BIN,
+                           str(kdp.sock), str(kdp.write("dns.toml", kdp.text + DNS))],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["services"]["added"] == ["10.96.0.53:53/UDP kube-system/dns"]
+    proc = subprocess.run([KDPCTL_BIN, "--socket", str(kdp.sock), "--json", "apply", "-f", "-"], input=kdp.text,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["services"]["removed"] == ["10.96.0.53:53/UDP"]
+    assert kdp.state() == before
+
+
 def test_apply_changes_routes_and_neighbors(kdp):
     text = kdp.text.replace('via = "192.168.50.11"', 'via = "192.168.50.12"')
     text += '[[neighbor]]\nip = "192.168.50.12"\nmac = "02:00:00:00:0b:02"\n'
