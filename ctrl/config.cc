@@ -299,11 +299,15 @@ class TableReader {
     std::vector<const toml::table*> tables;
     const toml::node* value = find(name);
     if (!value) return tables;
-    std::string problem =
-        fmt::format("must be an array of tables ([[{}]]){}", header.empty() ? key(name) : std::string(header), hint);
-    if (!value->is_array()) fail_at(name, problem);
+    // The message is made only on failure: 10,000 services read this twice each.
+    auto fail_shape = [&] {
+      fail_at(name, fmt::format("must be an array of tables ([[{}]]){}",
+                                header.empty() ? key(name) : std::string(header), hint));
+    };
+    if (!value->is_array()) fail_shape();
+    tables.reserve(value->as_array()->size());
     for (const toml::node& element : *value->as_array()) {
-      if (!element.is_table()) fail_at(name, problem);
+      if (!element.is_table()) fail_shape();
       tables.push_back(element.as_table());
     }
     return tables;
@@ -315,10 +319,10 @@ class TableReader {
     std::vector<const toml::value<T>*> elements;
     const toml::node* value = find(name);
     if (!value) return elements;
-    std::string problem = fmt::format("must be an array of {}", type_name);
-    if (!value->is_array()) fail_at(name, problem);
+    auto fail_shape = [&] { fail_at(name, fmt::format("must be an array of {}", type_name)); };
+    if (!value->is_array()) fail_shape();
     for (const toml::node& element : *value->as_array()) {
-      if (!element.is<T>()) fail_at(name, problem);
+      if (!element.is<T>()) fail_shape();
       elements.push_back(element.as<T>());
     }
     return elements;
@@ -883,34 +887,38 @@ void read_service_ports(const TableReader& table, const Config& config, const st
 }
 
 // Where an endpoint address was given, for the checks made once all services are read.
+// Where an endpoint's ip is written: service[service].endpoint[endpoint].ip,
+// spelled out only for a message (a node may list 100,000 endpoints).
 struct EndpointSite {
   Ipv4 ip;
-  std::string key;
+  size_t service, endpoint;
   toml::source_index line;
+
+  std::string key() const { return fmt::format("service[{}].endpoint[{}].ip", service, endpoint); }
 };
 
-void read_service_endpoints(const TableReader& table, const Config& config, ServiceConfig& service,
-                            std::vector<EndpointSite>& sites) {
+void read_service_endpoints(const TableReader& table, size_t service_index, const Config& config,
+                            ServiceConfig& service, std::vector<EndpointSite>& sites) {
   const Config::Node& node = config.node;
   auto tables = table.table_array("endpoint", "", "service.endpoint");
+  const std::string endpoints_key = table.key("endpoint");
   for (size_t e = 0; e < tables.size(); ++e) {
-    TableReader endpoint_table(table.source(), *tables[e], index_key(table.key("endpoint"), e));
+    TableReader endpoint_table(table.source(), *tables[e], index_key(endpoints_key, e));
     endpoint_table.reject_unknown_keys({"ip", "node", "ready", "serving", "terminating"});
     EndpointConfig endpoint;
 
     // Any unicast address: pods, host-network pods (node addresses) and
     // endpoints outside the cluster alike; never a service address.
     endpoint.ip = endpoint_table.required_ipv4("ip");
-    std::string ip_text = ipv4_to_string(endpoint.ip);
     if (auto problem = special_address_problem(endpoint.ip)) endpoint_table.fail_at("ip", *problem);
     if (node.service_cidr && node.service_cidr->contains(endpoint.ip))
-      endpoint_table.fail_at("ip",
-                             fmt::format("{} is inside node.service_cidr {}", ip_text, node.service_cidr->to_string()));
+      endpoint_table.fail_at("ip", fmt::format("{} is inside node.service_cidr {}", ipv4_to_string(endpoint.ip),
+                                               node.service_cidr->to_string()));
     for (size_t f = 0; f < service.endpoints.size(); ++f)
       if (service.endpoints[f].ip == endpoint.ip)
-        endpoint_table.fail_at("ip",
-                               fmt::format("{} is already listed in {}", ip_text, index_key(table.key("endpoint"), f)));
-    sites.push_back({endpoint.ip, endpoint_table.key("ip"), line_of(*endpoint_table.find("ip"))});
+        endpoint_table.fail_at("ip", fmt::format("{} is already listed in {}", ipv4_to_string(endpoint.ip),
+                                                 index_key(endpoints_key, f)));
+    sites.push_back({endpoint.ip, service_index, e, line_of(*endpoint_table.find("ip"))});
 
     endpoint.node = endpoint_table.name_string("node", kMaxNodeNameLen, /*required=*/false);
     endpoint.ready = endpoint_table.optional_bool("ready").value_or(true);
@@ -1034,7 +1042,7 @@ void read_services(const TableReader& root, const Config& config, std::vector<Se
       service.lb_algorithm = table.choice("lb_algorithm", kLbAlgorithms, config.nat.lb_algorithm);
 
     read_service_ports(table, config, services, claims, service);
-    read_service_endpoints(table, config, service, endpoint_sites);
+    read_service_endpoints(table, i, config, service, endpoint_sites);
     check_frontends_unique(table, config, services, service, claims);
     claims.names.emplace(service.name, services.size());
     claims.cluster_ips.emplace(service.cluster_ip, services.size());
@@ -1045,7 +1053,7 @@ void read_services(const TableReader& root, const Config& config, std::vector<Se
   // the cluster IPs themselves say which those are.
   for (const EndpointSite& site : endpoint_sites)
     if (auto it = claims.cluster_ips.find(site.ip); it != claims.cluster_ips.end())
-      fail(root.source(), site.line, site.key,
+      fail(root.source(), site.line, site.key(),
            fmt::format("{} is the cluster IP of {}", ipv4_to_string(site.ip),
                        service_ref(it->second, services[it->second].name)));
 }

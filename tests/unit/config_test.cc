@@ -1285,6 +1285,12 @@ TEST(ConfigTest, ServiceEndpointRules) {
                 "[[service]]\nname = \"default/api\"\ncluster_ip = \"172.20.0.2\"\n[[service.port]]\nport = "
                 "80\n")),
             "node.toml:20: service[0].endpoint[0].ip: 172.20.0.2 is the cluster IP of service[1] (\"default/api\")");
+  // ... named by the service and endpoint it is written in.
+  EXPECT_EQ(error_of(append(replace_line(no_range, 15, "cluster_ip = \"172.20.0.1\""),
+                            "[[service]]\nname = \"default/api\"\ncluster_ip = \"172.20.0.3\"\n[[service.port]]\n"
+                            "port = 80\n[[service.endpoint]]\nip = \"10.244.1.5\"\n[[service.endpoint]]\n"
+                            "ip = \"172.20.0.1\"\n")),
+            "node.toml:29: service[1].endpoint[1].ip: 172.20.0.1 is the cluster IP of service[0] (\"default/web\")");
 }
 
 // ---- load_config_file -----------------------------------------------------
