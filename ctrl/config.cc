@@ -886,15 +886,15 @@ void read_service_ports(const TableReader& table, const Config& config, const st
   }
 }
 
-// Where an endpoint address was given, for the checks made once all services are read.
-// Where an endpoint's ip is written: service[service].endpoint[endpoint].ip,
-// spelled out only for a message (a node may list 100,000 endpoints).
+// Where an endpoint address was given, for the checks made once all services
+// are read; its key is spelled out only for a message (a node may list
+// 100,000 endpoints).
 struct EndpointSite {
   Ipv4 ip;
   size_t service, endpoint;
   toml::source_index line;
 
-  std::string key() const { return fmt::format("service[{}].endpoint[{}].ip", service, endpoint); }
+  std::string key() const { return index_key(index_key("service", service) + ".endpoint", endpoint) + ".ip"; }
 };
 
 void read_service_endpoints(const TableReader& table, size_t service_index, const Config& config,

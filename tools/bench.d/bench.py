@@ -327,8 +327,11 @@ class Bench:
         d.mkdir(parents=True)
         return d / "a.sock", d / "b.sock"
 
-    def memif_gen(self, sa, sb):
-        return Gen([f"net_memif0,role=client,socket={sa}", f"net_memif1,role=client,socket={sb}"])
+    def memif_gen(self, sa, sb, cpu=0, rsize=None):
+        """rsize: log2 of the ring size; the memif client makes the rings."""
+        ring = f",rsize={rsize}" if rsize else ""
+        return Gen([f"net_memif0,role=client,socket={sa}{ring}", f"net_memif1,role=client,socket={sb}{ring}"],
+                   main_cpu=cpu, lcores=str(cpu))
 
     # -- testpmd -------------------------------------------------------------------
 
@@ -604,10 +607,9 @@ class Bench:
         shared = gen_cpu == self.workers
         base = kdp_toml(workdir, ports, self.workers, 65536, 1024, idle_sleep_us=100 if shared else 0)
         kdp = Kdp(workdir, base + kdp_services_toml(1, endpoints=endpoints))
-        # The memif client makes the rings: 4,096 slots (20 ms at this rate) on the generator's
-        # side, as a NIC's receive ring would hold while the generator sleeps or waits for its CPU.
-        gen = Gen([f"net_memif0,role=client,socket={sa},rsize=12", f"net_memif1,role=client,socket={sb},rsize=12"],
-                  main_cpu=gen_cpu, lcores=str(gen_cpu))
+        # 4,096 slots (20 ms at this rate) on the generator's side, as a NIC's
+        # receive ring would hold while the generator sleeps or waits for its CPU.
+        gen = self.memif_gen(sa, sb, cpu=gen_cpu, rsize=12)
         flows, rate = 1024, 200000
         duration = 10.0 if self.args.smoke else 30.0
         # Paced, the generator sleeps when it has nothing due.
@@ -623,7 +625,8 @@ class Bench:
         k8s_big = workdir / "k8s-list.json"
         k8s_big.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": k8s_objects(0, n, endpoints)}))
         # kdpctl on the control plane's CPU too, off the workers' and the generator's.
-        ctl = ["taskset", "-c", "0", KDPCTL, "--socket", kdp.sock, "--json"]
+        on_cpu0 = ["taskset", "-c", "0"]
+        ctl = [*on_cpu0, KDPCTL, "--socket", kdp.sock, "--json"]
         result, errors = {}, []
         result["gen_cpu_shared_with_worker"] = shared
 
@@ -644,7 +647,7 @@ class Bench:
         spawn = []
         for _ in range(10):
             t0 = time.monotonic()
-            run([*ctl[:3], KDPCTL, "--help"], timeout=30)
+            run([*on_cpu0, KDPCTL, "--help"], timeout=30)
             spawn.append((time.monotonic() - t0) * 1e3)
         summarize("kdpctl_spawn_ms", spawn)
 
