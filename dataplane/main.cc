@@ -25,6 +25,7 @@
 #include "dataplane/stats.h"
 #include "dataplane/worker.h"
 #include "drivers/eal.h"
+#include "drivers/interrupt_unmap_guard.h"
 #include "drivers/ports.h"
 
 namespace {
@@ -63,6 +64,8 @@ int run(const std::string& config_path, int exit_when_idle_ms, const std::string
   rte_mempool* pool = create_mbuf_pool(config, n_workers);
   std::vector<PortInfo> ports = setup_ports(config, pool, n_workers);
   auto tables = std::make_unique<NodeTables>(config, ports, n_workers);
+  // A memif peer that hangs up has its rings unmapped only once no worker can be reading them.
+  auto unmap_guard = std::make_unique<InterruptUnmapGuard>(tables->rcu.qsbr());
 
   std::vector<std::unique_ptr<WorkerChannels>> channels;
   std::vector<WorkerChannels*> channel_ptrs;
@@ -142,6 +145,7 @@ int run(const std::string& config_path, int exit_when_idle_ms, const std::string
   control.reset();  // frees the packets it still holds while their mempool exists
   workers.clear();
   channels.clear();
+  unmap_guard.reset();
   tables.reset();
   cleanup_eal();
   return 0;

@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "dataplane/burst.h"
+#include "drivers/interrupt_unmap_guard.h"
 
 namespace kdp {
 
@@ -104,7 +105,9 @@ json collect_stats(const NodeTables& tables, const std::vector<std::unique_ptr<W
                     {"hold_unresolved", cc.hold_unresolved.get()},
                     {"pending_resolutions", control.pending_resolutions()},
                     {"inject_ring_full", cc.inject_ring_full.get()},
-                    {"mbuf_alloc_failed", cc.mbuf_alloc_failed.get()}};
+                    {"mbuf_alloc_failed", cc.mbuf_alloc_failed.get()},
+                    // memif peers that hung up: unmaps held until no worker could read their rings.
+                    {"unmap_grace_waits", InterruptUnmapGuard::waits()}};
   // The one mbuf pool every worker and the control thread draw from. Mbufs in
   // per-lcore caches count as available, those posted to RX rings as in use;
   // once traffic stops and held packets are gone, in_use returns to its idle

@@ -11,6 +11,8 @@
 #include <rte_launch.h>
 #include <rte_lcore.h>
 #include <rte_log.h>
+#include <rte_malloc.h>
+#include <rte_rcu_qsbr.h>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -31,6 +33,7 @@
 #include <vector>
 
 #include "drivers/eal.h"
+#include "drivers/interrupt_unmap_guard.h"
 #include "tools/gen/engine.h"
 #include "tools/gen/report.h"
 
@@ -376,12 +379,22 @@ int run(const Options& o) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     if (!link.link_status) fmt::print(stderr, "kdp-gen: port {} link is down; sending anyway\n", o.devices[i]);
   }
+  // The workers' QSBR variable, so a peer that hangs up (memif) has its
+  // rings unmapped only once no worker can be reading them.
+  std::unique_ptr<rte_rcu_qsbr, decltype(&rte_free)> pollers(
+      static_cast<rte_rcu_qsbr*>(rte_zmalloc("kdp_gen_qsbr", rte_rcu_qsbr_get_memsize(workers), RTE_CACHE_LINE_SIZE)),
+      &rte_free);
+  if (!pollers || rte_rcu_qsbr_init(pollers.get(), workers) != 0)
+    throw std::runtime_error("cannot allocate the workers' QSBR variable");
+  auto unmap_guard = std::make_unique<InterruptUnmapGuard>(pollers.get());
   const uint64_t start = rte_rdtsc();
   for (auto& s : streams) s->start_tsc = start;
   for (unsigned w = 0; w < workers; ++w) {
     worker_state[w].stop_tx = &stop_tx;
     worker_state[w].stop = &stop;
     worker_state[w].idle_sleep_us = o.idle_sleep_us;
+    worker_state[w].pollers = pollers.get();
+    worker_state[w].id = w;
     const unsigned lcore = eal_config.workers.lcores[w];
     if (rte_eal_remote_launch(run_worker, &worker_state[w], lcore) != 0)
       throw std::runtime_error(fmt::format("cannot launch a worker on lcore {}", lcore));
@@ -448,6 +461,8 @@ int run(const Options& o) {
   else fmt::print("{}", format_summary(summary));
   streams.clear();
   rx_queues.clear();
+  unmap_guard.reset();
+  pollers.reset();
   rte_mempool_free(pool);
   cleanup_eal();
   return 0;

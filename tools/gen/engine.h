@@ -5,6 +5,7 @@
 #pragma once
 
 #include <rte_mempool.h>
+#include <rte_rcu_qsbr.h>
 
 #include <array>
 #include <atomic>
@@ -90,6 +91,10 @@ struct Worker {
   // DUT's control thread); received packets then wait up to this long
   // before their latency is taken.
   unsigned idle_sleep_us = 0;
+  // Reported to once per pass (offline while asleep): a peer's memory is
+  // unmapped only after every poller has left the burst it was in.
+  rte_rcu_qsbr* pollers = nullptr;
+  unsigned id = 0;
 };
 
 // Sets up the stream's cursors for its share of the tuple space.
