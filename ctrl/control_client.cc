@@ -19,7 +19,7 @@ json call(const std::string& socket_path, std::string_view verb, const json& arg
   return call_line(socket_path, request_line(verb, args), timeout_s);
 }
 
-json call_line(const std::string& socket_path, const std::string& request, int timeout_s) {
+json call_line(const std::string& socket_path, const std::string& request, int timeout_s, std::string_view payload) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (socket_path.size() >= sizeof addr.sun_path) throw ConnectionError("socket path too long: " + socket_path);
@@ -41,15 +41,16 @@ json call_line(const std::string& socket_path, const std::string& request, int t
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 
-  if (request.size() > kMaxRequestBytes)
+  if (request.size() + payload.size() > kMaxRequestBytes)
     throw ConnectionError(fmt::format("request of {} bytes exceeds the control socket's limit of {} bytes",
-                                      request.size(), kMaxRequestBytes));
-  for (size_t sent = 0; sent < request.size();) {
-    ssize_t n = ::send(fd, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) throw ConnectionError(fmt::format("sending to {}: {}", socket_path, std::strerror(errno)));
-    sent += static_cast<size_t>(n);
-  }
+                                      request.size() + payload.size(), kMaxRequestBytes));
+  for (std::string_view part : {std::string_view(request), payload})
+    for (size_t sent = 0; sent < part.size();) {
+      ssize_t n = ::send(fd, part.data() + sent, part.size() - sent, MSG_NOSIGNAL);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) throw ConnectionError(fmt::format("sending to {}: {}", socket_path, std::strerror(errno)));
+      sent += static_cast<size_t>(n);
+    }
   std::string reply;
   char buffer[65536];
   size_t line_end = std::string::npos;

@@ -32,7 +32,9 @@ class RefusedError : public std::runtime_error {
 // "result"; waits at most timeout_s seconds for each send and receive.
 nlohmann::json call(const std::string& socket_path, std::string_view verb, const nlohmann::json& args,
                     int timeout_s);
-// The same with a request line already made (request_line_with_document).
-nlohmann::json call_line(const std::string& socket_path, const std::string& request, int timeout_s);
+// The same with a request line already made, and the payload it announces
+// (request_line_with_payload) sent right after it.
+nlohmann::json call_line(const std::string& socket_path, const std::string& request, int timeout_s,
+                         std::string_view payload = {});
 
 }  // namespace kdp::control

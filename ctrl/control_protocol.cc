@@ -18,6 +18,7 @@ struct ArgSpec {
   std::string_view name;
   ArgType type;
   bool required = false;
+  bool payload = false;  // may come as raw bytes after the line (Request::payload)
 };
 
 struct VerbSpec {
@@ -58,7 +59,10 @@ const VerbSpec kVerbs[] = {
     {"conntrack.flush", {{"dst", ArgType::Ipv4Address}, {"service", ArgType::ServiceName}}},
     // apply: exactly one of toml and k8s (checked in parse_request).
     {"apply",
-     {{"toml", ArgType::String}, {"k8s", ArgType::K8sObjects}, {"source", ArgType::String}, {"dry_run", ArgType::Bool}}, true},
+     {{"toml", ArgType::String, false, true},
+      {"k8s", ArgType::K8sObjects, false, true},
+      {"source", ArgType::String},
+      {"dry_run", ArgType::Bool}}, true},
     {"watch.event",
      {{"type", ArgType::WatchEventType, true}, {"object", ArgType::Object, true}, {"dry_run", ArgType::Bool}}, true},
     {"endpoint.add",
@@ -191,39 +195,6 @@ bool changes_state(std::string_view verb) {
 
 namespace {
 
-// A SAX pass that only counts nesting.
-class DepthCheck {
- public:
-  explicit DepthCheck(int max_depth) : max_depth_(max_depth) {}
-  bool null() { return true; }
-  bool boolean(bool) { return true; }
-  bool number_integer(json::number_integer_t) { return true; }
-  bool number_unsigned(json::number_unsigned_t) { return true; }
-  bool number_float(json::number_float_t, const std::string&) { return true; }
-  bool string(std::string&) { return true; }
-  bool binary(json::binary_t&) { return true; }
-  bool key(std::string&) { return true; }
-  bool start_object(std::size_t) { return enter(); }
-  bool start_array(std::size_t) { return enter(); }
-  bool end_object() { return leave(); }
-  bool end_array() { return leave(); }
-  bool parse_error(std::size_t, const std::string&, const json::exception&) { return false; }
-  bool exceeded() const { return exceeded_; }
-
- private:
-  bool enter() {
-    exceeded_ = ++depth_ > max_depth_;
-    return !exceeded_;
-  }
-  bool leave() {
-    --depth_;
-    return true;
-  }
-  int max_depth_;
-  int depth_ = 0;
-  bool exceeded_ = false;
-};
-
 // The DOM of a JSON text in one pass, refusing it past a nesting depth (as
 // nlohmann's own SAX DOM builder does, plus the bound; a parser callback
 // would make the parse of a large document 2.5x slower).
@@ -290,25 +261,54 @@ class BoundedDomBuilder {
 
 }  // namespace
 
-bool valid_json_within(std::string_view text, int max_depth) {
-  DepthCheck check(max_depth);
-  return json::sax_parse(text.begin(), text.end(), &check);
+namespace {
+
+// A JSON text's DOM, refused past `max_depth` levels: `what` names it in errors.
+json parse_bounded(std::string_view text, int max_depth, std::string_view what) {
+  json doc;
+  BoundedDomBuilder builder(doc, max_depth);
+  const bool parsed = json::sax_parse(text.begin(), text.end(), &builder);
+  if (builder.exceeded()) fail(fmt::format("{} nested deeper than {} levels", what, max_depth));
+  if (!parsed) fail(fmt::format("{} is not valid JSON", what));
+  return doc;
 }
 
-Request parse_request(std::string_view line) {
-  if (!line.empty() && line.back() == '\n') line.remove_suffix(1);
-  if (line.size() >= kMaxRequestBytes) fail(fmt::format("request larger than {} bytes", kMaxRequestBytes));
-  // Copying, printing and walking a JSON value recurse once per level: a line
-  // of brackets alone would run the stack out. Refused while parsing, which
-  // does not recurse; a refused request keeps nothing.
-  json doc;
-  BoundedDomBuilder builder(doc, kMaxRequestDepth);
-  const bool parsed = json::sax_parse(line.begin(), line.end(), &builder);
-  if (builder.exceeded()) fail(fmt::format("request nested deeper than {} levels", kMaxRequestDepth));
-  if (!parsed) fail("request is not valid JSON");
-  if (!doc.is_object()) fail("request must be a JSON object {\"verb\": ..., \"args\": {...}}");
+const ArgSpec* find_arg(const VerbSpec& spec, std::string_view name) {
+  auto arg = std::find_if(spec.args.begin(), spec.args.end(), [&](const ArgSpec& a) { return a.name == name; });
+  return arg == spec.args.end() ? nullptr : &*arg;
+}
+
+// What only a whole request can be checked for (after its payload, if any).
+void check_complete(const Request& request, const VerbSpec& spec) {
+  for (const ArgSpec& arg : spec.args)
+    if (arg.required && !request.args.contains(std::string(arg.name)))
+      fail(fmt::format("{}: args.{}: required argument is missing", request.verb, arg.name));
+  if (request.verb == "apply" && request.args.contains("toml") == request.args.contains("k8s"))
+    fail("apply: args: exactly one of toml and k8s is required");
+}
+
+Payload parse_payload(const Request& request, const VerbSpec& spec, const json& value, size_t line_bytes) {
+  auto wrong = [&](std::string_view what) { fail(fmt::format("{}: payload: {}", request.verb, what)); };
+  if (!value.is_object() || value.size() != 2 || !value.contains("arg") || !value.contains("bytes"))
+    wrong("must be {\"arg\": NAME, \"bytes\": COUNT}");
+  const json& arg = value["arg"];
+  const json& bytes = value["bytes"];
+  if (!arg.is_string()) wrong("arg must be a string");
+  const ArgSpec* spec_arg = find_arg(spec, arg.get<std::string>());
+  if (spec_arg == nullptr || !spec_arg->payload)
+    wrong(fmt::format("arg \"{}\" cannot come as a payload", arg.get<std::string>()));
+  if (request.args.contains(std::string(spec_arg->name)))
+    wrong(fmt::format("args.{} is given in the line too", spec_arg->name));
+  if (!bytes.is_number_unsigned()) wrong("bytes must be a non-negative integer");
+  // The line, its newline and the payload: at most one request's worth.
+  if (bytes.get<uint64_t>() > kMaxRequestBytes - line_bytes - 1)
+    wrong(fmt::format("request larger than {} bytes", kMaxRequestBytes));
+  return {std::string(spec_arg->name), static_cast<size_t>(bytes.get<uint64_t>())};
+}
+
+Request parse_checked(json&& doc, size_t line_bytes) {
   for (const auto& [key, value] : doc.items())
-    if (key != "verb" && key != "args") fail(fmt::format("request: unknown key \"{}\"", key));
+    if (key != "verb" && key != "args" && key != "payload") fail(fmt::format("request: unknown key \"{}\"", key));
   auto verb_it = doc.find("verb");
   if (verb_it == doc.end() || !verb_it->is_string()) fail("request: \"verb\" must be a string");
   Request request;
@@ -320,17 +320,56 @@ Request parse_request(std::string_view line) {
     request.args = std::move(*args_it);
   }
   for (const auto& item : request.args.items()) {
-    const std::string& key = item.key();
-    auto arg = std::find_if(spec->args.begin(), spec->args.end(), [&](const ArgSpec& a) { return a.name == key; });
-    if (arg == spec->args.end()) fail(fmt::format("{}: args.{}: unknown argument", request.verb, key));
+    const ArgSpec* arg = find_arg(*spec, item.key());
+    if (arg == nullptr) fail(fmt::format("{}: args.{}: unknown argument", request.verb, item.key()));
     check_arg(request.verb, *arg, item.value());
   }
-  for (const ArgSpec& arg : spec->args)
-    if (arg.required && !request.args.contains(std::string(arg.name)))
-      fail(fmt::format("{}: args.{}: required argument is missing", request.verb, arg.name));
-  if (request.verb == "apply" && request.args.contains("toml") == request.args.contains("k8s"))
-    fail("apply: args: exactly one of toml and k8s is required");
+  if (auto payload = doc.find("payload"); payload != doc.end())
+    request.payload = parse_payload(request, *spec, *payload, line_bytes);
+  else
+    check_complete(request, *spec);
   return request;
+}
+
+}  // namespace
+
+Request parse_request(std::string_view line) {
+  if (!line.empty() && line.back() == '\n') line.remove_suffix(1);
+  if (line.size() >= kMaxRequestBytes) fail(fmt::format("request larger than {} bytes", kMaxRequestBytes));
+  // Copying, printing and walking a JSON value recurse once per level: a line
+  // of brackets alone would run the stack out. Refused while parsing, which
+  // does not recurse; a refused request keeps nothing.
+  json doc = parse_bounded(line, kMaxRequestDepth, "request");
+  if (!doc.is_object()) fail("request must be a JSON object {\"verb\": ..., \"args\": {...}}");
+  if (doc.contains("payload")) {
+    try {
+      return parse_checked(std::move(doc), line.size());
+    } catch (const ProtocolError& e) {
+      throw PayloadRequestError(e.what());
+    }
+  }
+  return parse_checked(std::move(doc), line.size());
+}
+
+void attach_payload(Request& request, std::string&& bytes) {
+  if (!request.payload || bytes.size() != request.payload->bytes)
+    throw std::logic_error("attach_payload: not the request's payload");
+  const VerbSpec& spec = *find_verb(request.verb);
+  const ArgSpec& arg = *find_arg(spec, request.payload->arg);
+  const std::string what = fmt::format("{}: payload {}", request.verb, arg.name);
+  json value;
+  if (arg.type == ArgType::String) {
+    value = std::move(bytes);
+  } else {
+    // As deep as the argument could nest inside a request line ({"args": {name: ...}}).
+    value = parse_bounded(bytes, kMaxRequestDepth - 2, what);
+    bytes = std::string();  // the text goes before the work on its DOM
+  }
+  check_arg(request.verb, arg, value);
+  Request whole{request.verb, request.args, std::nullopt};
+  whole.args[std::string(arg.name)] = std::move(value);
+  check_complete(whole, spec);
+  request = std::move(whole);
 }
 
 std::string ok_line(const json& result) {
@@ -348,23 +387,9 @@ std::string request_line(std::string_view verb, const json& args) {
   return request.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
 }
 
-std::string request_line_with_document(std::string_view verb, const json& args, std::string_view key,
-                                       std::string_view document) {
-  if (!args.is_object()) throw ProtocolError("request_line_with_document: args must be an object");
-  std::string line = json{{"verb", verb}}.dump();
-  line.pop_back();  // the closing brace
-  std::string head = args.dump(-1, ' ', false, json::error_handler_t::replace);
-  head.pop_back();
-  line += ",\"args\":" + head + (args.empty() ? "" : ",") + json(key).dump() + ":";
-  const size_t start = line.size();
-  // One allocation of the final size: growing a 14 MB line twice costs more than building it.
-  line.reserve(start + document.size() + 3);
-  line += document;
-  // Line breaks in valid JSON are whitespace between tokens (never inside strings).
-  std::replace_if(line.begin() + static_cast<std::ptrdiff_t>(start), line.end(),
-                  [](char c) { return c == '\n' || c == '\r'; }, ' ');
-  line += "}}\n";
-  return line;
+std::string request_line_with_payload(std::string_view verb, const json& args, std::string_view arg, size_t bytes) {
+  json request = {{"verb", verb}, {"args", args}, {"payload", {{"arg", arg}, {"bytes", bytes}}}};
+  return request.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
 }
 
 size_t list_limit(const Request& request) {
@@ -455,6 +480,19 @@ std::optional<std::string> LineReader::next_line() {
   buffer_.erase(0, newline + 1);
   scanned_ = 0;
   return line;
+}
+
+std::optional<std::string> LineReader::next_bytes(size_t n) {
+  if (overflowed_ || buffer_.size() < n) return std::nullopt;
+  std::string bytes;
+  if (buffer_.size() == n) {
+    bytes.swap(buffer_);  // the usual case: a payload is the last thing sent
+  } else {
+    bytes = buffer_.substr(0, n);
+    buffer_.erase(0, n);
+  }
+  scanned_ = 0;
+  return bytes;
 }
 
 // ---- Prometheus ---------------------------------------------------------------

@@ -14,6 +14,17 @@
 // most kMaxRequestDepth (512) deep; Kubernetes objects need a few dozen.
 //
 //   request:  {"verb": "service.list", "args": {...}}     ("args" optional, an object)
+//
+// Payload: apply's document (args.toml, args.k8s) may instead follow the
+// line as raw bytes, announced in the line by
+//   {"verb": "apply", "args": {...}, "payload": {"arg": "toml", "bytes": N}}
+// and made of the N bytes right after its '\n': the TOML text as it is, or
+// the JSON text of the Kubernetes objects (nesting at most
+// kMaxRequestDepth - 2 deep, as inside a line). Nothing is escaped on the
+// way, so a 10,000-Service document is neither serialised into a JSON string
+// nor checked twice. Line and payload together are at most kMaxRequestBytes;
+// a bad announcement is answered with an error and the connection closed,
+// as is a connection that ends before its payload has arrived.
 //   reply:    {"ok": true, "result": <any JSON>}
 //         or  {"ok": false, "error": "message"}
 //
@@ -140,15 +151,33 @@ class ProtocolError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
+// A refused request line that announced a payload: its bytes cannot be told
+// from the next request's, so the connection ends after the error.
+class PayloadRequestError : public ProtocolError {
+ public:
+  using ProtocolError::ProtocolError;
+};
+
+// An argument sent as raw bytes after the request line (see Framing).
+struct Payload {
+  std::string arg;   // the argument it is: "toml" or "k8s" (apply)
+  size_t bytes = 0;  // how many bytes follow the line
+};
 
 struct Request {
   std::string verb;
   nlohmann::json args = nlohmann::json::object();  // checked against the verb's arguments
+  std::optional<Payload> payload;                  // set: the request is complete once it is attached
 };
 
 // Parses one request line (its newline may be left on) and checks the args
-// against the verb: throws ProtocolError naming what is wrong.
+// against the verb: throws ProtocolError naming what is wrong. A request
+// with a payload is checked but for what needs the payload (attach_payload).
 Request parse_request(std::string_view line);
+// Makes the payload's bytes request.args[payload.arg] (a Kubernetes document
+// parsed, as deep as it could nest in a line) and checks the whole request as
+// parse_request checks one without a payload. Throws ProtocolError.
+void attach_payload(Request& request, std::string&& bytes);
 bool is_known_verb(std::string_view verb);
 // Verbs that change kdp's state (answered once the change is live).
 bool changes_state(std::string_view verb);
@@ -157,16 +186,10 @@ bool changes_state(std::string_view verb);
 std::string ok_line(const nlohmann::json& result);
 std::string error_line(std::string_view message);
 std::string request_line(std::string_view verb, const nlohmann::json& args = nlohmann::json::object());
-// request_line with args[key] set to `document`, a JSON text spliced in as it
-// is (its line breaks made spaces), so that a large document (a List of
-// 10,000 Services) is neither parsed nor serialized again on its way to kdp.
-// The caller checks the document (valid_json_within): kdp refuses a line
-// that is not valid JSON.
-std::string request_line_with_document(std::string_view verb, const nlohmann::json& args, std::string_view key,
-                                       std::string_view document);
-// Whether a text is one valid JSON value nesting at most `max_depth` deep
-// (one pass, nothing built).
-bool valid_json_within(std::string_view text, int max_depth);
+// A request line announcing a payload of `bytes` bytes for args[arg]; the
+// caller sends those bytes right after it.
+std::string request_line_with_payload(std::string_view verb, const nlohmann::json& args, std::string_view arg,
+                                      size_t bytes);
 
 // Typed views of checked args.
 // Flows whose original destination (or, after DNAT, backend) is `dst` and/or
@@ -236,8 +259,13 @@ class LineReader {
   // The next complete line without its '\n'; nullopt when none is complete
   // yet, or once overflowed().
   std::optional<std::string> next_line();
+  // The next `n` bytes as they are (a request's payload); nullopt until all
+  // of them have arrived.
+  std::optional<std::string> next_bytes(size_t n);
   // A line longer than the maximum: the stream cannot be resynchronised.
   bool overflowed() const { return overflowed_; }
+  // Bytes received and not yet taken.
+  size_t buffered() const { return buffer_.size(); }
 
  private:
   size_t max_;

@@ -284,12 +284,21 @@ bool ControlServer::serve(Client& c, unsigned& answered) {
     if (n > 0) {
       c.in.feed(buffer, static_cast<size_t>(n));
       budget -= static_cast<size_t>(n);
-      // Answer as lines complete, so a long stream never piles up unread.
-      while (auto line = c.in.next_line()) {
-        c.out += handle(*line);
-        ++answered;
+      // Answer as requests complete, so a long stream never piles up unread.
+      while (!c.close_when_sent) {
+        if (c.awaiting) {
+          auto bytes = c.in.next_bytes(c.awaiting->payload->bytes);
+          if (!bytes) break;
+          c.out += receive_payload(c, std::move(*bytes));
+          ++answered;
+          continue;
+        }
+        auto line = c.in.next_line();
+        if (!line) break;
+        c.out += receive_line(c, *line);
+        if (!c.awaiting) ++answered;
       }
-      if (c.in.overflowed()) break;
+      if (c.in.overflowed() || c.close_when_sent) break;
       continue;
     }
     if (n == 0) eof = true;
@@ -300,6 +309,11 @@ bool ControlServer::serve(Client& c, unsigned& answered) {
   if (c.in.overflowed()) {
     c.out += control::error_line(fmt::format("request larger than {} bytes", control::kMaxRequestBytes));
     c.close_when_sent = true;
+  }
+  if (eof && c.awaiting && !c.close_when_sent) {
+    c.out += control::error_line(fmt::format("{}: payload {} cut short: {} of {} bytes arrived", c.awaiting->verb,
+                                             c.awaiting->payload->arg, c.in.buffered(), c.awaiting->payload->bytes));
+    c.awaiting.reset();
   }
   if (eof) c.close_when_sent = true;
   if (c.out.size() - c.out_sent > kMaxPendingReply) return false;
@@ -323,16 +337,38 @@ bool ControlServer::flush(Client& c) {
   return true;
 }
 
-std::string ControlServer::handle(std::string_view line) {
-  using Clock = std::chrono::steady_clock;
-  const auto start = Clock::now();
+std::string ControlServer::receive_line(Client& c, std::string_view line) {
+  const auto received = Clock::now();
   control::Request request;
   try {
     request = control::parse_request(line);
+  } catch (const control::PayloadRequestError& e) {
+    c.close_when_sent = true;  // the payload's bytes would be read as requests
+    return control::error_line(e.what());
   } catch (const std::exception& e) {
     return control::error_line(e.what());
   }
-  const double parse_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+  if (request.payload) {
+    c.awaiting = std::move(request);
+    c.awaiting_since = received;
+    return "";
+  }
+  return answer(request, received);
+}
+
+std::string ControlServer::receive_payload(Client& c, std::string&& bytes) {
+  control::Request request = std::move(*c.awaiting);
+  c.awaiting.reset();
+  try {
+    control::attach_payload(request, std::move(bytes));
+  } catch (const std::exception& e) {
+    return control::error_line(e.what());
+  }
+  return answer(request, c.awaiting_since);
+}
+
+std::string ControlServer::answer(control::Request& request, Clock::time_point received) {
+  const double parse_ms = std::chrono::duration<double, std::milli>(Clock::now() - received).count();
   try {
     json result = dispatch(request);
     // A change's timing: reading its request (a 10,000-Service List is megabytes) comes first.

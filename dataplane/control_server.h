@@ -13,6 +13,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <functional>
 #include <iterator>
 #include <memory>
@@ -48,8 +49,6 @@ class ControlServer {
   // Accepts, reads and answers what is ready; returns how many requests it answered.
   unsigned poll();
 
-  // One request line → one reply line (exposed for tests).
-  std::string handle(std::string_view line);
   const Config& desired() const { return desired_; }
   // collect_stats' counters plus the control plane's update latencies.
   nlohmann::json stats() const;
@@ -57,15 +56,23 @@ class ControlServer {
   nlohmann::json update_stats() const;
 
  private:
+  using Clock = std::chrono::steady_clock;
   struct Client {
     int fd = -1;
     control::LineReader in;
     std::string out;
     size_t out_sent = 0;
     bool close_when_sent = false;
+    std::optional<control::Request> awaiting;  // a request line read, its payload not yet
+    Clock::time_point awaiting_since;
   };
 
   void accept_clients();
+  // The reply to a request line; "" when the request waits for its payload.
+  std::string receive_line(Client& client, std::string_view line);
+  // The reply to the request client.awaiting, now that its payload is here.
+  std::string receive_payload(Client& client, std::string&& bytes);
+  std::string answer(control::Request& request, Clock::time_point received);
   // False when the client is done (closed, failed or overflowed).
   bool serve(Client& client, unsigned& answered);
   bool flush(Client& client);

@@ -357,6 +357,56 @@ def test_raw_protocol(kdp):
     assert kdp.json("conntrack", "count")["flows"] == 0
 
 
+def exchange_lines(sock_path: Path, data: bytes, shut_write: bool = False) -> list:
+    """Sends data, then reads reply lines until kdp closes the connection or 2 s pass without one."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(2)
+        s.connect(str(sock_path))
+        s.sendall(data)
+        if shut_write:
+            s.shutdown(socket.SHUT_WR)
+        received = b""
+        try:
+            while chunk := s.recv(65536):
+                received += chunk
+        except socket.timeout:
+            pass
+        return [json.loads(line) for line in received.splitlines()]
+
+
+def test_raw_payloads(kdp):
+    """apply's document as raw bytes after the line: nothing escaped, and the
+    connection goes on with the next request."""
+    toml = kdp.text.encode()
+    line = json.dumps({"verb": "apply", "args": {"dry_run": True, "source": "raw.toml"},
+                       "payload": {"arg": "toml", "bytes": len(toml)}}).encode() + b"\n"
+    replies = exchange_lines(kdp.sock, line + toml + b'{"verb": "conntrack.count"}\n', shut_write=True)
+    assert [r["ok"] for r in replies] == [True, True], replies
+    assert replies[0]["result"]["dry_run"] is True and replies[1]["result"]["flows"] == 0
+
+    # A refused line that announced a payload: an error, then the connection ends
+    # (its bytes would otherwise be read as requests).
+    bad = json.dumps({"verb": "apply", "args": {"dry_run": "yes"},
+                      "payload": {"arg": "toml", "bytes": len(toml)}}).encode() + b"\n"
+    replies = exchange_lines(kdp.sock, bad + toml + b'{"verb": "conntrack.count"}\n')
+    assert replies == [{"ok": False, "error": "apply: args.dry_run: must be true or false"}]
+
+    # A connection that ends before its payload has arrived.
+    short = json.dumps({"verb": "apply", "args": {}, "payload": {"arg": "toml", "bytes": 100}}).encode() + b"\n"
+    replies = exchange_lines(kdp.sock, short + b"[node]\n", shut_write=True)
+    assert replies == [{"ok": False, "error": "apply: payload toml cut short: 7 of 100 bytes arrived"}]
+    assert kdp.json("conntrack", "count")["flows"] == 0
+
+
+def test_apply_of_malformed_json_is_rejected(kdp):
+    before = kdp.state()
+    for text, error in (('{"kind": "List", "items": [', "apply: payload k8s is not valid JSON"),
+                        ('{"a": ' * 600 + "1" + "}" * 600, "apply: payload k8s nested deeper than 510 levels")):
+        err = kdp.ctl("apply", "-f", str(kdp.write("bad.json", text)), rc=1).stderr
+        assert error in err, err
+    assert kdp.state() == before
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to connect as another user")
 def test_peer_credentials(kdp):
     # Let the file permissions pass, so SO_PEERCRED is what refuses: the socket

@@ -3,7 +3,8 @@
 // would write it. A LineReader splits it, fed whole and in small pieces: the
 // lines must not depend on the pieces, and a LineReader with a small limit
 // must give the same lines up to the first one over it. Each line goes to
-// parse_request; what it accepts must survive the typed accessor of its verb
+// parse_request (a payload it announces made of the line's own bytes and
+// attached); what it accepts must survive the typed accessor of its verb
 // and read back unchanged from request_line. A ProtocolError is the only
 // allowed rejection; anything else escaping is a finding.
 #include <cstddef>
@@ -105,6 +106,21 @@ void serve_line(const std::string& line) {
     return;
   }
   if (!is_known_verb(request.verb)) fail("parse_request accepted an unknown verb");
+  if (request.payload) {
+    // The payload the server would read next: the line's own bytes, repeated
+    // to the announced size (small sizes only: the fuzzer can announce 64 MiB).
+    if (request.payload->bytes > 4096) return;
+    std::string bytes;
+    while (bytes.size() < request.payload->bytes) bytes += line.empty() ? std::string(" ") : line;
+    bytes.resize(request.payload->bytes);
+    try {
+      attach_payload(request, std::move(bytes));
+    } catch (const ProtocolError& e) {
+      (void)error_line(e.what());
+      return;
+    }
+    if (request.payload) fail("attach_payload left the payload announced");
+  }
   read_typed_args(request);
   // What a client (kdpctl) would send for this request reads back the same.
   const Request again = parse_request(request_line(request.verb, request.args));

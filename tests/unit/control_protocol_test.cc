@@ -144,6 +144,84 @@ TEST(ControlProtocolTest, LineReaderSplitsFedPieces) {
   EXPECT_FALSE(reader.overflowed());
 }
 
+// A stream of one request with a payload, then another request, fed byte by byte.
+TEST(ControlProtocolTest, PayloadFollowsItsLine) {
+  const std::string toml = "[node]\nname = \"a\\\"b\"\n";  // raw: quotes, backslash and newlines unescaped
+  const std::string k8s = R"({"kind": "List", "items": []})";
+  const std::string stream = request_line_with_payload("apply", {{"source", "n.toml"}}, "toml", toml.size()) + toml +
+                             request_line_with_payload("apply", {{"dry_run", true}}, "k8s", k8s.size()) + k8s +
+                             request_line("stats");
+  LineReader reader;
+  for (char c : stream) reader.feed(&c, 1);
+
+  Request first = parse_request(*reader.next_line());
+  ASSERT_TRUE(first.payload);
+  EXPECT_EQ(first.payload->arg, "toml");
+  attach_payload(first, *reader.next_bytes(first.payload->bytes));
+  EXPECT_FALSE(first.payload);
+  ApplyArgs args = apply_args(std::move(first));
+  EXPECT_EQ(args.toml, toml);
+  EXPECT_EQ(args.source, "n.toml");
+
+  Request second = parse_request(*reader.next_line());
+  attach_payload(second, *reader.next_bytes(second.payload->bytes));
+  args = apply_args(std::move(second));
+  EXPECT_EQ(*args.k8s, json::parse(k8s));
+  EXPECT_TRUE(args.dry_run);
+
+  EXPECT_EQ(parse_request(*reader.next_line()).verb, "stats");
+  EXPECT_EQ(reader.next_line(), std::nullopt);
+  EXPECT_EQ(reader.next_bytes(1), std::nullopt);
+}
+
+TEST(ControlProtocolTest, BadPayloadsAreRefused) {
+  auto line = [](const json& payload, const json& args = json::object()) {
+    return json{{"verb", "apply"}, {"args", args}, {"payload", payload}}.dump();
+  };
+  // A refused line that announced a payload ends the connection (PayloadRequestError).
+  auto payload_error_of = [](const std::string& l) -> std::string {
+    try {
+      parse_request(l);
+    } catch (const PayloadRequestError& e) {
+      return e.what();
+    }
+    return "(no PayloadRequestError)";
+  };
+  EXPECT_EQ(payload_error_of(line({{"arg", "toml"}})), "apply: payload: must be {\"arg\": NAME, \"bytes\": COUNT}");
+  EXPECT_EQ(payload_error_of(line({{"arg", 1}, {"bytes", 2}})), "apply: payload: arg must be a string");
+  EXPECT_EQ(payload_error_of(line({{"arg", "source"}, {"bytes", 2}})),
+            "apply: payload: arg \"source\" cannot come as a payload");
+  EXPECT_EQ(payload_error_of(line({{"arg", "toml"}, {"bytes", -1}})),
+            "apply: payload: bytes must be a non-negative integer");
+  EXPECT_EQ(payload_error_of(line({{"arg", "toml"}, {"bytes", 2}}, {{"toml", ""}})),
+            "apply: payload: args.toml is given in the line too");
+  EXPECT_EQ(payload_error_of(line({{"arg", "k8s"}, {"bytes", kMaxRequestBytes}})),
+            fmt::format("apply: payload: request larger than {} bytes", kMaxRequestBytes));
+  EXPECT_EQ(payload_error_of(json{{"verb", "stats"}, {"payload", {{"arg", "toml"}, {"bytes", 1}}}}.dump()),
+            "stats: payload: arg \"toml\" cannot come as a payload");
+  // Also refused as such when the rest of the line is wrong.
+  EXPECT_EQ(payload_error_of(line({{"arg", "toml"}, {"bytes", 1}}, {{"dry_run", "yes"}})),
+            "apply: args.dry_run: must be true or false");
+
+  // The payload itself: a Kubernetes document must be valid JSON, objects, and nest within the bound.
+  auto attach_error_of = [&](const std::string& arg, const std::string& bytes) -> std::string {
+    Request r = parse_request(line({{"arg", arg}, {"bytes", bytes.size()}}));
+    try {
+      attach_payload(r, std::string(bytes));
+    } catch (const ProtocolError& e) {
+      return e.what();
+    }
+    return "(accepted)";
+  };
+  EXPECT_EQ(attach_error_of("k8s", "{\"kind\": "), "apply: payload k8s is not valid JSON");
+  EXPECT_EQ(attach_error_of("k8s", "\"Service\""),
+            "apply: args.k8s: must be a Kubernetes object, a List or an array of objects");
+  const std::string deepest = std::string(kMaxRequestDepth - 2, '[') + std::string(kMaxRequestDepth - 2, ']');
+  EXPECT_EQ(attach_error_of("k8s", deepest), "(accepted)");
+  EXPECT_EQ(attach_error_of("k8s", "[" + deepest + "]"), "apply: payload k8s nested deeper than 510 levels");
+  EXPECT_EQ(attach_error_of("toml", "anything at all"), "(accepted)");  // the TOML parser judges it
+}
+
 TEST(ControlProtocolTest, ReplyAndRequestLines) {
   EXPECT_EQ(ok_line({{"flows", 3}}), "{\"ok\":true,\"result\":{\"flows\":3}}\n");
   EXPECT_EQ(error_line("bad \"x\""), "{\"error\":\"bad \\\"x\\\"\",\"ok\":false}\n");
