@@ -262,6 +262,9 @@ class LineReader {
   // The next `n` bytes as they are (a request's payload); nullopt until all
   // of them have arrived.
   std::optional<std::string> next_bytes(size_t n);
+  // Room for `n` more bytes than are buffered, in one allocation (a payload
+  // of megabytes, announced by its line, grows no buffer by doubling).
+  void reserve(size_t n) { buffer_.reserve(buffer_.size() + n); }
   // A line longer than the maximum: the stream cannot be resynchronised.
   bool overflowed() const { return overflowed_; }
   // Bytes received and not yet taken.

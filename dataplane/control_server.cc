@@ -296,7 +296,8 @@ bool ControlServer::serve(Client& c, unsigned& answered) {
         auto line = c.in.next_line();
         if (!line) break;
         c.out += receive_line(c, *line);
-        if (!c.awaiting) ++answered;
+        if (c.awaiting) c.in.reserve(c.awaiting->payload->bytes);
+        else ++answered;
       }
       if (c.in.overflowed() || c.close_when_sent) break;
       continue;

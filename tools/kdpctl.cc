@@ -10,7 +10,9 @@
 //
 // Human-readable tables by default, the reply's JSON with --json. Exit codes:
 // 0 ok, 1 kdp answered with an error (printed), 2 usage or connection error.
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -21,11 +23,12 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <memory>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "ctrl/control_client.h"
@@ -46,11 +49,22 @@ struct KdpError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// A file's bytes: a regular file's read in one go into a buffer nothing
+// zeroes first (a 14 MB List is written once, by read()); a pipe's, FIFO's
+// or stdin's read to their end.
+struct FileBytes {
+  std::unique_ptr<char[]> buffer;
+  size_t size = 0;
+  std::string stream;
+  std::string_view view() const { return buffer ? std::string_view(buffer.get(), size) : std::string_view(stream); }
+};
+
 // A document of apply, sent as it is after the request line as args[key]
 // (the protocol's payload); `key` empty: none.
 struct Document {
   std::string key;
-  std::string text;
+  FileBytes bytes;
+  std::string_view text() const { return bytes.view(); }
 };
 
 json call(const std::string& socket_path, const std::string& verb, const json& args, int timeout_s,
@@ -58,8 +72,8 @@ json call(const std::string& socket_path, const std::string& verb, const json& a
   try {
     if (!document.key.empty())
       return kdp::control::call_line(
-          socket_path, kdp::control::request_line_with_payload(verb, args, document.key, document.text.size()),
-          timeout_s, document.text);
+          socket_path, kdp::control::request_line_with_payload(verb, args, document.key, document.text().size()),
+          timeout_s, document.text());
     return kdp::control::call(socket_path, verb, args, timeout_s);
   } catch (const kdp::control::RefusedError& e) {
     throw KdpError(e.what());
@@ -241,29 +255,40 @@ std::string read_stream(std::istream& in) {
   return out.str();
 }
 
-std::string read_file(const std::string& path) {
-  if (path == "-") return read_stream(std::cin);
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw UsageError(fmt::format("cannot read {}: {}", path, std::strerror(errno)));
-  std::error_code error;
-  const bool regular = std::filesystem::is_regular_file(path, error);
-  std::string out;
-  if (regular) {
-    // Read in one go into a string of the file's size: a 14 MB List is not copied on the way.
-    out.resize(static_cast<size_t>(std::filesystem::file_size(path, error)));
-    in.read(out.data(), static_cast<std::streamsize>(out.size()));
-    out.resize(static_cast<size_t>(in.gcount()));
-  } else {
-    out = read_stream(in);  // a pipe or FIFO (-f <(...)): no size to ask for
+FileBytes read_file(const std::string& path) {
+  FileBytes out;
+  if (path == "-") {
+    out.stream = read_stream(std::cin);
+    return out;
   }
-  if (in.bad()) throw UsageError(fmt::format("cannot read {}", path));
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw UsageError(fmt::format("cannot read {}: {}", path, std::strerror(errno)));
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    std::ifstream in(path, std::ios::binary);  // a pipe or FIFO (-f <(...)): no size to ask for
+    out.stream = read_stream(in);
+    if (in.bad()) throw UsageError(fmt::format("cannot read {}", path));
+    return out;
+  }
+  out.buffer.reset(new char[static_cast<size_t>(st.st_size) + 1]);
+  while (out.size < static_cast<size_t>(st.st_size)) {
+    const ssize_t n = ::read(fd, out.buffer.get() + out.size, static_cast<size_t>(st.st_size) - out.size);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw UsageError(fmt::format("cannot read {}: {}", path, std::strerror(errno)));
+    if (n == 0) break;  // shrank while read
+    out.size += static_cast<size_t>(n);
+  }
   return out;
 }
 
 // JSON (Kubernetes objects) rather than TOML: the first non-space character
 // opens an object, or an array whose first non-space character opens an
 // object or closes it ("[node]" and "[[service]]" are TOML tables).
-bool looks_like_json(const std::string& text) {
+bool looks_like_json(std::string_view text) {
   const size_t first = text.find_first_not_of(" \t\r\n");
   if (first == std::string::npos) return false;
   if (text[first] == '{') return true;
@@ -494,13 +519,13 @@ int main(int argc, char** argv) {
     }
     if (apply->parsed() || diff->parsed()) {
       verb = "apply";
-      std::string content = read_file(file);
+      document.bytes = read_file(file);
       // Sent as it is: kdp parses a List of 10,000 Services once, and nothing escapes a TOML text.
-      if (looks_like_json(content)) {
-        document = {"k8s", std::move(content)};
+      if (looks_like_json(document.text())) {
+        document.key = "k8s";
         args = {{"dry_run", dry_run || diff->parsed()}};
       } else {
-        document = {"toml", std::move(content)};
+        document.key = "toml";
         args = {{"source", file}, {"dry_run", dry_run || diff->parsed()}};
       }
     } else if (service_list->parsed()) {
