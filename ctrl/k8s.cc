@@ -20,6 +20,31 @@ constexpr std::string_view kServiceNameLabel = "kubernetes.io/service-name";
 
 std::string quote(std::string_view text) { return fmt::format("\"{}\"", text); }
 
+// A field's name as errors print it ("endpoints[3].nodeName"), put together
+// only when an error needs it: a List of 10,000 Services has a million fields.
+class FieldName {
+ public:
+  FieldName(const char* name) : base_(name) {}
+  FieldName(std::string_view name) : base_(name) {}
+  FieldName(const std::string& name) : base_(name) {}
+  FieldName(std::string_view array, size_t index) : base_(array), index_(index) {}
+  // This element's member (".nodeName"; a literal, kept by reference).
+  FieldName operator+(std::string_view member) const {
+    if (!member_.empty()) throw std::logic_error("FieldName: one member per element");
+    FieldName out = *this;
+    out.member_ = member;
+    return out;
+  }
+  std::string str() const {
+    return index_ ? fmt::format("{}[{}]{}", base_, *index_, member_) : fmt::format("{}{}", base_, member_);
+  }
+
+ private:
+  std::string_view base_;
+  std::optional<size_t> index_;
+  std::string_view member_;
+};
+
 // Typed reads of one object's fields; every error names the object and the
 // field ("Service default/web: spec.ports[1].port: ...").
 class Fields {
@@ -27,8 +52,8 @@ class Fields {
   explicit Fields(std::string object) : object_(std::move(object)) {}
   const std::string& object() const { return object_; }
 
-  [[noreturn]] void fail(std::string_view field, std::string_view problem) const {
-    throw K8sError(fmt::format("{}: {}: {}", object_, field, problem));
+  [[noreturn]] void fail(const FieldName& field, std::string_view problem) const {
+    throw K8sError(fmt::format("{}: {}: {}", object_, field.str(), problem));
   }
 
   // The member `key` of `parent`; nullptr when absent or null (the API
@@ -39,33 +64,33 @@ class Fields {
     return it == parent.end() || it->is_null() ? nullptr : &*it;
   }
 
-  const json* object(const json& parent, std::string_view key, std::string_view field) const {
+  const json* object(const json& parent, std::string_view key, const FieldName& field) const {
     const json* value = find(parent, key);
     if (value && !value->is_object()) fail(field, "must be an object");
     return value;
   }
 
-  const json* array(const json& parent, std::string_view key, std::string_view field) const {
+  const json* array(const json& parent, std::string_view key, const FieldName& field) const {
     const json* value = find(parent, key);
     if (value && !value->is_array()) fail(field, "must be an array");
     return value;
   }
 
-  std::optional<std::string> string(const json& parent, std::string_view key, std::string_view field) const {
+  std::optional<std::string> string(const json& parent, std::string_view key, const FieldName& field) const {
     const json* value = find(parent, key);
     if (!value) return std::nullopt;
     if (!value->is_string()) fail(field, "must be a string");
     return value->get<std::string>();
   }
 
-  std::optional<bool> boolean(const json& parent, std::string_view key, std::string_view field) const {
+  std::optional<bool> boolean(const json& parent, std::string_view key, const FieldName& field) const {
     const json* value = find(parent, key);
     if (!value) return std::nullopt;
     if (!value->is_boolean()) fail(field, "must be true or false");
     return value->get<bool>();
   }
 
-  std::optional<int64_t> integer(const json& parent, std::string_view key, std::string_view field, int64_t min,
+  std::optional<int64_t> integer(const json& parent, std::string_view key, const FieldName& field, int64_t min,
                                  int64_t max) const {
     const json* value = find(parent, key);
     if (!value) return std::nullopt;
@@ -78,7 +103,7 @@ class Fields {
   }
 
   // An IPv4 address; nullopt for an IPv6 one, which kdp ignores.
-  std::optional<Ipv4> address(const std::string& text, std::string_view field) const {
+  std::optional<Ipv4> address(const std::string& text, const FieldName& field) const {
     if (text.find(':') != std::string::npos) return std::nullopt;
     auto ip = parse_ipv4(text);
     if (!ip) fail(field, fmt::format("not an IP address: {}", quote(text)));
@@ -86,7 +111,7 @@ class Fields {
     return ip;
   }
 
-  L4Proto protocol(const json& parent, std::string_view field) const {
+  L4Proto protocol(const json& parent, const FieldName& field) const {
     const std::string text = string(parent, "protocol", field).value_or("TCP");
     if (text == "TCP") return L4Proto::Tcp;
     if (text == "UDP") return L4Proto::Udp;
@@ -95,7 +120,7 @@ class Fields {
   }
 
   template <typename Enum, size_t N>
-  Enum choice(const json& parent, std::string_view key, std::string_view field,
+  Enum choice(const json& parent, std::string_view key, const FieldName& field,
               const std::pair<std::string_view, Enum> (&choices)[N], Enum fallback) const {
     auto text = string(parent, key, field);
     if (!text || text->empty()) return fallback;
@@ -160,7 +185,7 @@ K8sService read_service(const json& object, const Fields& f) {
 
   if (const json* ports = f.array(*spec, "ports", "spec.ports")) {
     for (size_t i = 0; i < ports->size(); ++i) {
-      const std::string at = indexed("spec.ports", i);
+      const FieldName at("spec.ports", i);
       const json& item = (*ports)[i];
       if (!item.is_object()) f.fail(at, "must be an object");
       K8sService::Port port;
@@ -267,7 +292,7 @@ K8sEndpointSlice read_endpoint_slice(const json& object, const Fields& f) {
 
   if (const json* ports = f.array(object, "ports", "ports"))
     for (size_t i = 0; i < ports->size(); ++i) {
-      const std::string at = indexed("ports", i);
+      const FieldName at("ports", i);
       const json& item = (*ports)[i];
       if (!item.is_object()) f.fail(at, "must be an object");
       K8sEndpointSlice::Port port;
@@ -280,7 +305,7 @@ K8sEndpointSlice read_endpoint_slice(const json& object, const Fields& f) {
     }
   if (const json* endpoints = f.array(object, "endpoints", "endpoints"))
     for (size_t j = 0; j < endpoints->size(); ++j) {
-      const std::string at = indexed("endpoints", j);
+      const FieldName at("endpoints", j);
       const json& item = (*endpoints)[j];
       if (!item.is_object()) f.fail(at, "must be an object");
       K8sEndpointSlice::Endpoint endpoint;
@@ -431,8 +456,14 @@ std::vector<EndpointConfig> K8sState::endpoints_from(const K8sService& service,
   // An address in several slices (moving between them) counts once, ready if
   // any copy is (as kube-proxy).
   std::vector<EndpointConfig> endpoints;
+  size_t listed = 0;
+  for (const K8sEndpointSlice* slice : slices) listed += slice->endpoints.size();
+  endpoints.reserve(listed);
   for (const K8sEndpointSlice* slice : slices) {
-    const std::string slice_label = fmt::format("EndpointSlice {}/{}", slice->ns, slice->name);
+    auto refuse = [&](const K8sEndpointSlice::Endpoint& e, std::string_view problem) {
+      throw K8sError(fmt::format("EndpointSlice {}/{}: endpoints[{}].addresses[0]: {} {}", slice->ns, slice->name,
+                                 e.index, ipv4_to_string(e.ip), problem));
+    };
     std::vector<EndpointPort> ports;
     for (const K8sService::Port& sp : service.ports)
       for (const K8sEndpointSlice::Port& p : slice->ports)
@@ -442,13 +473,10 @@ std::vector<EndpointConfig> K8sState::endpoints_from(const K8sService& service,
         }
     if (ports.empty()) continue;  // none of the Service's ports: no endpoint of it
     for (const K8sEndpointSlice::Endpoint& e : slice->endpoints) {
-      const std::string field = fmt::format("endpoints[{}].addresses[0]", e.index);
-      const std::string ip_text = ipv4_to_string(e.ip);
       if (node.service_cidr && node.service_cidr->contains(e.ip))
-        throw K8sError(fmt::format("{}: {}: {} is inside node.service_cidr {}", slice_label, field, ip_text,
-                                   node.service_cidr->to_string()));
+        refuse(e, fmt::format("is inside node.service_cidr {}", node.service_cidr->to_string()));
       if (const std::string owner = cluster_ip_owner(e.ip); !owner.empty())
-        throw K8sError(fmt::format("{}: {}: {} is the cluster IP of {}", slice_label, field, ip_text, owner));
+        refuse(e, fmt::format("is the cluster IP of {}", owner));
       auto same = std::find_if(endpoints.begin(), endpoints.end(),
                                [&](const EndpointConfig& known) { return known.ip == e.ip; });
       if (same == endpoints.end()) {
