@@ -57,7 +57,7 @@ const VerbSpec kVerbs[] = {
     {"conntrack.count", {}},
     {"conntrack.list", {{"limit", ArgType::Limit}, {"dst", ArgType::Ipv4Address}, {"service", ArgType::ServiceName}}},
     {"conntrack.flush", {{"dst", ArgType::Ipv4Address}, {"service", ArgType::ServiceName}}},
-    // apply: exactly one of toml and k8s (checked in parse_request).
+    // apply: exactly one of toml and k8s (checked once the request is whole: check_complete).
     {"apply",
      {{"toml", ArgType::String, false, true},
       {"k8s", ArgType::K8sObjects, false, true},
@@ -258,10 +258,6 @@ class BoundedDomBuilder {
   json* member_ = nullptr;
   bool exceeded_ = false;
 };
-
-}  // namespace
-
-namespace {
 
 // A JSON text's DOM, refused past `max_depth` levels: `what` names it in errors.
 json parse_bounded(std::string_view text, int max_depth, std::string_view what) {

@@ -22,6 +22,7 @@ std::string quote(std::string_view text) { return fmt::format("\"{}\"", text); }
 
 // A field's name as errors print it ("endpoints[3].nodeName"), put together
 // only when an error needs it: a List of 10,000 Services has a million fields.
+// It views its parts: one made from a temporary string lives for that call.
 class FieldName {
  public:
   FieldName(const char* name) : base_(name) {}
