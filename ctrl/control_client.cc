@@ -73,7 +73,8 @@ json call_line(const std::string& socket_path, const std::string& request, int t
     const json& error = doc.contains("error") ? doc["error"] : json();
     throw RefusedError(error.is_string() ? error.get<std::string>() : std::string("(no message)"));
   }
-  return doc.value("result", json());
+  auto result = doc.find("result");
+  return result != doc.end() ? std::move(*result) : json();  // a reply of megabytes is not copied
 }
 
 }  // namespace kdp::control

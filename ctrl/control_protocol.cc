@@ -275,11 +275,15 @@ const ArgSpec* find_arg(const VerbSpec& spec, std::string_view name) {
 }
 
 // What only a whole request can be checked for (after its payload, if any).
+bool has_arg(const Request& request, std::string_view name) {
+  return request.args.contains(name) || (request.json_payload && request.json_payload->first == name);
+}
+
 void check_complete(const Request& request, const VerbSpec& spec) {
   for (const ArgSpec& arg : spec.args)
-    if (arg.required && !request.args.contains(std::string(arg.name)))
+    if (arg.required && !has_arg(request, arg.name))
       fail(fmt::format("{}: args.{}: required argument is missing", request.verb, arg.name));
-  if (request.verb == "apply" && request.args.contains("toml") == request.args.contains("k8s"))
+  if (request.verb == "apply" && has_arg(request, "toml") == has_arg(request, "k8s"))
     fail("apply: args: exactly one of toml and k8s is required");
 }
 
@@ -352,18 +356,14 @@ void attach_payload(Request& request, std::string&& bytes) {
     throw std::logic_error("attach_payload: not the request's payload");
   const VerbSpec& spec = *find_verb(request.verb);
   const ArgSpec& arg = *find_arg(spec, request.payload->arg);
-  const std::string what = fmt::format("{}: payload {}", request.verb, arg.name);
-  json value;
+  Request whole{request.verb, request.args, std::nullopt, std::nullopt};
   if (arg.type == ArgType::String) {
-    value = std::move(bytes);
+    json& value = whole.args[std::string(arg.name)] = std::move(bytes);
+    check_arg(request.verb, arg, value);
   } else {
-    // As deep as the argument could nest inside a request line ({"args": {name: ...}}).
-    value = parse_bounded(bytes, kMaxRequestDepth - 2, what);
-    bytes = std::string();  // the text goes before the work on its DOM
+    // Parsed once, by its reader: a DOM built here would be a second one.
+    whole.json_payload.emplace(arg.name, std::move(bytes));
   }
-  check_arg(request.verb, arg, value);
-  Request whole{request.verb, request.args, std::nullopt};
-  whole.args[std::string(arg.name)] = std::move(value);
   check_complete(whole, spec);
   request = std::move(whole);
 }
@@ -418,8 +418,12 @@ RouteArgs route_args(const Request& request) {
 
 ApplyArgs apply_args(Request&& request) {
   ApplyArgs out;
-  if (auto it = request.args.find("k8s"); it != request.args.end()) out.k8s = std::move(*it);
-  else out.toml = std::move(request.args.at("toml").get_ref<std::string&>());
+  if (request.json_payload && request.json_payload->first == "k8s")
+    out.k8s = std::move(request.json_payload->second);
+  else if (auto it = request.args.find("k8s"); it != request.args.end())
+    out.k8s = it->dump(-1, ' ', false, json::error_handler_t::replace);
+  else
+    out.toml = std::move(request.args.at("toml").get_ref<std::string&>());
   out.source = arg_or<std::string>(request, "source", out.source);
   if (out.source.empty()) out.source = "apply";
   out.dry_run = arg_or<bool>(request, "dry_run", false);
@@ -427,8 +431,8 @@ ApplyArgs apply_args(Request&& request) {
 }
 
 WatchEventArgs watch_event_args(const Request& request) {
-  return {{{"type", request.args.at("type")}, {"object", request.args.at("object")}},
-          arg_or<bool>(request, "dry_run", false)};
+  const json event = {{"type", request.args.at("type")}, {"object", request.args.at("object")}};
+  return {event.dump(-1, ' ', false, json::error_handler_t::replace), arg_or<bool>(request, "dry_run", false)};
 }
 
 EndpointArgs endpoint_args(const Request& request) {

@@ -19,10 +19,10 @@
 // line as raw bytes, announced in the line by
 //   {"verb": "apply", "args": {...}, "payload": {"arg": "toml", "bytes": N}}
 // and made of the N bytes right after its '\n': the TOML text as it is, or
-// the JSON text of the Kubernetes objects (nesting at most
-// kMaxRequestDepth - 2 deep, as inside a line). Nothing is escaped on the
-// way, so a 10,000-Service document is neither serialised into a JSON string
-// nor checked twice. Line and payload together are at most kMaxRequestBytes;
+// the JSON text of the Kubernetes objects (checked by the Kubernetes reader,
+// which nests it at most K8sJsonParser::kMaxDepth deep). Nothing is escaped
+// on the way, so a 10,000-Service document is neither serialised into a JSON
+// string nor parsed twice. Line and payload together are at most kMaxRequestBytes;
 // a bad announcement is answered with an error and the connection closed,
 // as is a connection that ends before its payload has arrived.
 //   reply:    {"ok": true, "result": <any JSON>}
@@ -168,15 +168,18 @@ struct Request {
   std::string verb;
   nlohmann::json args = nlohmann::json::object();  // checked against the verb's arguments
   std::optional<Payload> payload;                  // set: the request is complete once it is attached
+  // A JSON argument that came as a payload (apply's k8s), left as its text
+  // for the reader of that argument to parse: {name, text}.
+  std::optional<std::pair<std::string, std::string>> json_payload;
 };
 
 // Parses one request line (its newline may be left on) and checks the args
 // against the verb: throws ProtocolError naming what is wrong. A request
 // with a payload is checked but for what needs the payload (attach_payload).
 Request parse_request(std::string_view line);
-// Makes the payload's bytes request.args[payload.arg] (a Kubernetes document
-// parsed, as deep as it could nest in a line) and checks the whole request as
-// parse_request checks one without a payload. Throws ProtocolError.
+// Makes the payload's bytes request.args[payload.arg] (a JSON argument's,
+// request.json_payload) and checks the whole request as parse_request checks
+// one without a payload. Throws ProtocolError.
 void attach_payload(Request& request, std::string&& bytes);
 bool is_known_verb(std::string_view verb);
 // Verbs that change kdp's state (answered once the change is live).
@@ -213,12 +216,12 @@ struct RouteArgs {
 };
 struct ApplyArgs {
   std::string toml;
-  std::optional<nlohmann::json> k8s;  // set: Kubernetes objects instead of toml
+  std::optional<std::string> k8s;  // set: Kubernetes objects (JSON text) instead of toml
   std::string source = "apply";
   bool dry_run = false;
 };
 struct WatchEventArgs {
-  nlohmann::json event;  // {"type", "object"}
+  std::string event;  // {"type", "object"} as JSON text
   bool dry_run = false;
 };
 struct EndpointArgs {

@@ -1,6 +1,7 @@
 #include "ctrl/k8s.h"
 
 #include <fmt/format.h>
+#include <simdjson.h>
 
 #include <algorithm>
 #include <optional>
@@ -13,12 +14,72 @@
 namespace kdp {
 
 using nlohmann::json;
+using simdjson::dom::element;
+using simdjson::dom::element_type;
 
 namespace {
 
 constexpr std::string_view kServiceNameLabel = "kubernetes.io/service-name";
 
 std::string quote(std::string_view text) { return fmt::format("\"{}\"", text); }
+
+// Where nlohmann's parser first fails on `text` ("parse error at line 3,
+// column 7: syntax error ..."): simdjson's DOM says what, not where. Only a
+// refused text gets here, and nothing is built on the way.
+std::optional<std::string> syntax_error_location(std::string_view text) {
+  struct Locator : nlohmann::json_sax<json> {
+    std::optional<std::string> message;
+    bool null() override { return true; }
+    bool boolean(bool) override { return true; }
+    bool number_integer(number_integer_t) override { return true; }
+    bool number_unsigned(number_unsigned_t) override { return true; }
+    bool number_float(number_float_t, const string_t&) override { return true; }
+    bool string(string_t&) override { return true; }
+    bool binary(binary_t&) override { return true; }
+    bool start_object(std::size_t) override { return true; }
+    bool key(string_t&) override { return true; }
+    bool end_object() override { return true; }
+    bool start_array(std::size_t) override { return true; }
+    bool end_array() override { return true; }
+    bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) override {
+      std::string_view what = e.what();
+      if (auto end = what.find("] "); what.starts_with("[json.exception.") && end != what.npos)
+        what.remove_prefix(end + 2);  // "[json.exception.parse_error.101] "
+      message = std::string(what);
+      return false;
+    }
+  } locator;
+  json::sax_parse(text, &locator);
+  return locator.message;
+}
+
+}  // namespace
+
+static_assert(K8sJsonParser::kPadding >= simdjson::SIMDJSON_PADDING);
+
+struct K8sJsonParser::Impl {
+  simdjson::dom::parser parser{};
+  element root;
+};
+
+K8sJsonParser::K8sJsonParser() : impl_(std::make_unique<Impl>()) {
+  // The depth is fixed here; the capacity grows with the largest text.
+  if (impl_->parser.allocate(0, kMaxDepth) != simdjson::SUCCESS) throw std::bad_alloc();
+}
+
+K8sJsonParser::~K8sJsonParser() = default;
+
+const element& K8sJsonParser::parse(const std::string& text, std::string_view what) {
+  const simdjson::error_code error = impl_->parser.parse(text).get(impl_->root);
+  if (error == simdjson::SUCCESS) return impl_->root;
+  if (error == simdjson::DEPTH_ERROR)
+    throw K8sError(fmt::format("{}: nested deeper than {} levels", what, kMaxDepth));
+  if (error == simdjson::MEMALLOC) throw std::bad_alloc();
+  const std::string problem = syntax_error_location(text).value_or(simdjson::error_message(error));
+  throw K8sError(fmt::format("{}: not valid JSON: {}", what, problem));
+}
+
+namespace {
 
 // A field's name as errors print it ("endpoints[3].nodeName"), put together
 // only when an error needs it: a List of 10,000 Services has a million fields.
@@ -47,7 +108,8 @@ class FieldName {
 };
 
 // Typed reads of one object's fields; every error names the object and the
-// field ("Service default/web: spec.ports[1].port: ...").
+// field ("Service default/web: spec.ports[1].port: ..."). Values are
+// simdjson DOM elements: handles into the parser's tape, copied freely.
 class Fields {
  public:
   explicit Fields(std::string object) : object_(std::move(object)) {}
@@ -57,63 +119,83 @@ class Fields {
     throw K8sError(fmt::format("{}: {}: {}", object_, field.str(), problem));
   }
 
-  // The member `key` of `parent`; nullptr when absent or null (the API
+  // The member `key` of `parent`; nullopt when absent or null (the API
   // server's "unset").
-  static const json* find(const json& parent, std::string_view key) {
-    if (!parent.is_object()) return nullptr;
-    auto it = parent.find(key);
-    return it == parent.end() || it->is_null() ? nullptr : &*it;
+  static std::optional<element> find(const element& parent, std::string_view key) {
+    simdjson::dom::object members;
+    element value;
+    if (parent.get_object().get(members) != simdjson::SUCCESS || members.at_key(key).get(value) != simdjson::SUCCESS ||
+        value.is_null())
+      return std::nullopt;
+    return value;
   }
 
-  const json* object(const json& parent, std::string_view key, const FieldName& field) const {
-    const json* value = find(parent, key);
+  std::optional<element> object(const element& parent, std::string_view key, const FieldName& field) const {
+    auto value = find(parent, key);
     if (value && !value->is_object()) fail(field, "must be an object");
     return value;
   }
 
-  const json* array(const json& parent, std::string_view key, const FieldName& field) const {
-    const json* value = find(parent, key);
-    if (value && !value->is_array()) fail(field, "must be an array");
-    return value;
-  }
-
-  std::optional<std::string> string(const json& parent, std::string_view key, const FieldName& field) const {
-    const json* value = find(parent, key);
+  std::optional<simdjson::dom::array> array(const element& parent, std::string_view key, const FieldName& field) const {
+    auto value = find(parent, key);
     if (!value) return std::nullopt;
-    if (!value->is_string()) fail(field, "must be a string");
-    return value->get<std::string>();
+    simdjson::dom::array items;
+    if (value->get_array().get(items) != simdjson::SUCCESS) fail(field, "must be an array");
+    return items;
   }
 
-  std::optional<bool> boolean(const json& parent, std::string_view key, const FieldName& field) const {
-    const json* value = find(parent, key);
+  // A string value (viewing the parser's buffer: valid until its next parse).
+  std::string_view text(const element& value, const FieldName& field) const {
+    std::string_view out;
+    if (value.get_string().get(out) != simdjson::SUCCESS) fail(field, "must be a string");
+    return out;
+  }
+
+  std::optional<std::string_view> string(const element& parent, std::string_view key, const FieldName& field) const {
+    auto value = find(parent, key);
     if (!value) return std::nullopt;
-    if (!value->is_boolean()) fail(field, "must be true or false");
-    return value->get<bool>();
+    return text(*value, field);
   }
 
-  std::optional<int64_t> integer(const json& parent, std::string_view key, const FieldName& field, int64_t min,
+  std::optional<bool> boolean(const element& parent, std::string_view key, const FieldName& field) const {
+    auto value = find(parent, key);
+    if (!value) return std::nullopt;
+    bool out = false;
+    if (value->get_bool().get(out) != simdjson::SUCCESS) fail(field, "must be true or false");
+    return out;
+  }
+
+  static bool is_integer(const element& value) {
+    return value.type() == element_type::INT64 || value.type() == element_type::UINT64;
+  }
+
+  std::optional<int64_t> integer(const element& parent, std::string_view key, const FieldName& field, int64_t min,
                                  int64_t max) const {
-    const json* value = find(parent, key);
+    auto value = find(parent, key);
     if (!value) return std::nullopt;
-    if (!value->is_number_integer()) fail(field, "must be an integer");
-    // An unsigned number past INT64_MAX wraps negative, below every min: shown as written.
-    const int64_t number = value->get<int64_t>();
-    if (number < min || number > max)
-      fail(field, fmt::format("must be between {} and {}, got {}", min, max, value->dump()));
+    if (!is_integer(*value)) fail(field, "must be an integer");
+    int64_t number = 0;
+    if (value->get_int64().get(number) != simdjson::SUCCESS || number < min || number > max) {
+      // Past INT64_MAX only as an unsigned number: shown as written.
+      const std::string written = value->type() == element_type::UINT64
+                                      ? std::to_string(value->get_uint64().value_unsafe())
+                                      : std::to_string(number);
+      fail(field, fmt::format("must be between {} and {}, got {}", min, max, written));
+    }
     return number;
   }
 
   // An IPv4 address; nullopt for an IPv6 one, which kdp ignores.
-  std::optional<Ipv4> address(const std::string& text, const FieldName& field) const {
-    if (text.find(':') != std::string::npos) return std::nullopt;
+  std::optional<Ipv4> address(std::string_view text, const FieldName& field) const {
+    if (text.find(':') != std::string_view::npos) return std::nullopt;
     auto ip = parse_ipv4(text);
     if (!ip) fail(field, fmt::format("not an IP address: {}", quote(text)));
     if (auto problem = unicast_address_problem(*ip)) fail(field, *problem);
     return ip;
   }
 
-  L4Proto protocol(const json& parent, const FieldName& field) const {
-    const std::string text = string(parent, "protocol", field).value_or("TCP");
+  L4Proto protocol(const element& parent, const FieldName& field) const {
+    const std::string_view text = string(parent, "protocol", field).value_or("TCP");
     if (text == "TCP") return L4Proto::Tcp;
     if (text == "UDP") return L4Proto::Udp;
     if (text == "SCTP") return L4Proto::Sctp;
@@ -121,7 +203,7 @@ class Fields {
   }
 
   template <typename Enum, size_t N>
-  Enum choice(const json& parent, std::string_view key, const FieldName& field,
+  Enum choice(const element& parent, std::string_view key, const FieldName& field,
               const std::pair<std::string_view, Enum> (&choices)[N], Enum fallback) const {
     auto text = string(parent, key, field);
     if (!text || text->empty()) return fallback;
@@ -139,12 +221,12 @@ std::string indexed(std::string_view field, size_t index) { return fmt::format("
 constexpr std::pair<std::string_view, TrafficPolicy> kPolicies[] = {{"Cluster", TrafficPolicy::Cluster},
                                                                    {"Local", TrafficPolicy::Local}};
 
-K8sService read_service(const json& object, const Fields& f) {
+K8sService read_service(const element& object, const Fields& f) {
   K8sService service;
-  const json* spec = f.object(object, "spec", "spec");
+  const auto spec = f.object(object, "spec", "spec");
   if (!spec) f.fail("spec", "required field is missing");
 
-  const std::string type = f.string(*spec, "type", "spec.type").value_or("ClusterIP");
+  const std::string_view type = f.string(*spec, "type", "spec.type").value_or("ClusterIP");
   if (type == "ExternalName") {
     service.skipped = "type ExternalName";
     return service;
@@ -160,14 +242,15 @@ K8sService read_service(const json& object, const Fields& f) {
     service.skipped = "headless (clusterIP None)";
     return service;
   }
-  std::vector<std::pair<std::string, std::string>> candidates;  // text, field
+  std::vector<std::pair<std::string_view, std::string>> candidates;  // text, field
   if (cluster_ip && !cluster_ip->empty()) candidates.emplace_back(*cluster_ip, "spec.clusterIP");
-  if (const json* ips = f.array(*spec, "clusterIPs", "spec.clusterIPs"))
-    for (size_t k = 0; k < ips->size(); ++k) {
-      const json& ip = (*ips)[k];
-      if (!ip.is_string()) f.fail(indexed("spec.clusterIPs", k), "must be a string");
-      candidates.emplace_back(ip.get<std::string>(), indexed("spec.clusterIPs", k));
+  if (const auto ips = f.array(*spec, "clusterIPs", "spec.clusterIPs")) {
+    size_t k = 0;
+    for (const element ip : *ips) {
+      std::string field = indexed("spec.clusterIPs", k++);
+      candidates.emplace_back(f.text(ip, field), std::move(field));
     }
+  }
   for (const auto& [text, field] : candidates) {
     if (text == "None") {
       service.skipped = "headless (clusterIP None)";
@@ -184,10 +267,10 @@ K8sService read_service(const json& object, const Fields& f) {
     return service;
   }
 
-  if (const json* ports = f.array(*spec, "ports", "spec.ports")) {
-    for (size_t i = 0; i < ports->size(); ++i) {
-      const FieldName at("spec.ports", i);
-      const json& item = (*ports)[i];
+  if (const auto ports = f.array(*spec, "ports", "spec.ports")) {
+    size_t i = 0;
+    for (const element item : *ports) {
+      const FieldName at("spec.ports", i++);
       if (!item.is_object()) f.fail(at, "must be an object");
       K8sService::Port port;
       port.name = f.string(item, "name", at + ".name").value_or("");
@@ -196,11 +279,12 @@ K8sService read_service(const json& object, const Fields& f) {
       if (!number) f.fail(at + ".port", "required field is missing");
       port.port = static_cast<uint16_t>(*number);
       port.node_port = static_cast<uint16_t>(f.integer(item, "nodePort", at + ".nodePort", 0, 65535).value_or(0));
-      if (const json* target = Fields::find(item, "targetPort")) {
-        if (target->is_number_integer()) {
+      if (const auto target = Fields::find(item, "targetPort")) {
+        std::string_view name;
+        if (Fields::is_integer(*target)) {
           port.target_port = static_cast<uint16_t>(*f.integer(item, "targetPort", at + ".targetPort", 1, 65535));
-        } else if (target->is_string() && !target->get<std::string>().empty()) {
-          port.target_port_name = target->get<std::string>();
+        } else if (target->get_string().get(name) == simdjson::SUCCESS && !name.empty()) {
+          port.target_port_name = name;
         } else {
           f.fail(at + ".targetPort", "must be a port number or a port name");
         }
@@ -218,7 +302,7 @@ K8sService read_service(const json& object, const Fields& f) {
     }
   }
 
-  auto add_address = [&](std::vector<K8sService::Address>& list, const std::string& text, const std::string& field,
+  auto add_address = [&](std::vector<K8sService::Address>& list, std::string_view text, const FieldName& field,
                          size_t index) {
     auto ip = f.address(text, field);
     if (!ip) return;
@@ -229,41 +313,46 @@ K8sService read_service(const json& object, const Fields& f) {
       return;
     list.push_back({*ip, index});
   };
-  if (const json* ips = f.array(*spec, "externalIPs", "spec.externalIPs"))
-    for (size_t k = 0; k < ips->size(); ++k) {
-      const std::string at = indexed("spec.externalIPs", k);
-      if (!(*ips)[k].is_string()) f.fail(at, "must be a string");
-      add_address(service.external_ips, (*ips)[k].get<std::string>(), at, k);
+  if (const auto ips = f.array(*spec, "externalIPs", "spec.externalIPs")) {
+    size_t k = 0;
+    for (const element ip : *ips) {
+      const FieldName at("spec.externalIPs", k);
+      add_address(service.external_ips, f.text(ip, at), at, k);
+      ++k;
     }
+  }
   if (service.type == ServiceType::LoadBalancer)
-    if (const json* status = f.object(object, "status", "status"))
-      if (const json* lb = f.object(*status, "loadBalancer", "status.loadBalancer"))
-        if (const json* ingress = f.array(*lb, "ingress", "status.loadBalancer.ingress"))
-          for (size_t k = 0; k < ingress->size(); ++k) {
-            const std::string at = indexed("status.loadBalancer.ingress", k);
-            const json& item = (*ingress)[k];
+    if (const auto status = f.object(object, "status", "status"))
+      if (const auto lb = f.object(*status, "loadBalancer", "status.loadBalancer"))
+        if (const auto ingress = f.array(*lb, "ingress", "status.loadBalancer.ingress")) {
+          size_t k = 0;
+          for (const element item : *ingress) {
+            const FieldName at("status.loadBalancer.ingress", k);
             if (!item.is_object()) f.fail(at, "must be an object");
             auto ip = f.string(item, "ip", at + ".ip");
-            if (!ip || ip->empty()) continue;  // a hostname only
-            // ipMode Proxy: the load balancer proxies, its traffic arrives for the node (KEP-1860).
-            if (f.string(item, "ipMode", at + ".ipMode") == "Proxy") continue;
-            add_address(service.load_balancer_ips, *ip, at + ".ip", k);
+            // A hostname only, or ipMode Proxy: the load balancer proxies, its
+            // traffic arrives for the node (KEP-1860).
+            if (ip && !ip->empty() && f.string(item, "ipMode", at + ".ipMode") != "Proxy")
+              add_address(service.load_balancer_ips, *ip, at + ".ip", k);
+            ++k;
           }
-  if (const json* ranges = f.array(*spec, "loadBalancerSourceRanges", "spec.loadBalancerSourceRanges"))
-    for (size_t k = 0; k < ranges->size(); ++k) {
-      const std::string at = indexed("spec.loadBalancerSourceRanges", k);
-      if (!(*ranges)[k].is_string()) f.fail(at, "must be a string");
-      std::string text = (*ranges)[k].get<std::string>();
+        }
+  if (const auto ranges = f.array(*spec, "loadBalancerSourceRanges", "spec.loadBalancerSourceRanges")) {
+    size_t k = 0;
+    for (const element range : *ranges) {
+      const FieldName at("spec.loadBalancerSourceRanges", k++);
+      std::string_view text = f.text(range, at);
       // As kube-proxy: surrounding spaces are trimmed, host bits masked.
-      text.erase(0, text.find_first_not_of(' '));
-      text.erase(text.find_last_not_of(' ') + 1);
-      if (text.find(':') != std::string::npos) continue;
+      text.remove_prefix(std::min(text.find_first_not_of(' '), text.size()));
+      text.remove_suffix(text.size() - (text.find_last_not_of(' ') + 1));
+      if (text.find(':') != std::string_view::npos) continue;
       auto prefix = parse_ipv4_prefix(text, /*strict=*/false);
       if (!prefix) f.fail(at, fmt::format("not a CIDR: {}", quote(text)));
       if (std::find(service.load_balancer_source_ranges.begin(), service.load_balancer_source_ranges.end(),
                     *prefix) == service.load_balancer_source_ranges.end())
         service.load_balancer_source_ranges.push_back(*prefix);
     }
+  }
 
   service.external_traffic_policy =
       f.choice(*spec, "externalTrafficPolicy", "spec.externalTrafficPolicy", kPolicies, TrafficPolicy::Cluster);
@@ -272,29 +361,29 @@ K8sService read_service(const json& object, const Fields& f) {
   service.session_affinity =
       f.choice(*spec, "sessionAffinity", "spec.sessionAffinity",
                {{"None", SessionAffinity::None}, {"ClientIP", SessionAffinity::ClientIP}}, SessionAffinity::None);
-  if (const json* config = f.object(*spec, "sessionAffinityConfig", "spec.sessionAffinityConfig"))
-    if (const json* client = f.object(*config, "clientIP", "spec.sessionAffinityConfig.clientIP"))
+  if (const auto config = f.object(*spec, "sessionAffinityConfig", "spec.sessionAffinityConfig"))
+    if (const auto client = f.object(*config, "clientIP", "spec.sessionAffinityConfig.clientIP"))
       if (auto timeout = f.integer(*client, "timeoutSeconds", "spec.sessionAffinityConfig.clientIP.timeoutSeconds", 1,
                                    86400))
         service.session_affinity_timeout_s = static_cast<uint32_t>(*timeout);
   return service;
 }
 
-K8sEndpointSlice read_endpoint_slice(const json& object, const Fields& f) {
+K8sEndpointSlice read_endpoint_slice(const element& object, const Fields& f) {
   K8sEndpointSlice slice;
   auto type = f.string(object, "addressType", "addressType");
   if (!type) f.fail("addressType", "required field is missing");
   slice.address_type = *type;
-  if (const json* metadata = f.object(object, "metadata", "metadata"))
-    if (const json* labels = f.object(*metadata, "labels", "metadata.labels"))
+  if (const auto metadata = f.object(object, "metadata", "metadata"))
+    if (const auto labels = f.object(*metadata, "labels", "metadata.labels"))
       slice.service =
           f.string(*labels, kServiceNameLabel, fmt::format("metadata.labels[\"{}\"]", kServiceNameLabel)).value_or("");
   if (slice.address_type != "IPv4") return slice;  // kept, never used: its addresses are not read
 
-  if (const json* ports = f.array(object, "ports", "ports"))
-    for (size_t i = 0; i < ports->size(); ++i) {
-      const FieldName at("ports", i);
-      const json& item = (*ports)[i];
+  if (const auto ports = f.array(object, "ports", "ports")) {
+    size_t i = 0;
+    for (const element item : *ports) {
+      const FieldName at("ports", i++);
       if (!item.is_object()) f.fail(at, "must be an object");
       K8sEndpointSlice::Port port;
       port.name = f.string(item, "name", at + ".name").value_or("");
@@ -304,52 +393,60 @@ K8sEndpointSlice read_endpoint_slice(const json& object, const Fields& f) {
       port.port = static_cast<uint16_t>(*number);
       slice.ports.push_back(std::move(port));
     }
-  if (const json* endpoints = f.array(object, "endpoints", "endpoints"))
-    for (size_t j = 0; j < endpoints->size(); ++j) {
+  }
+  if (const auto endpoints = f.array(object, "endpoints", "endpoints")) {
+    size_t j = 0;
+    for (const element item : *endpoints) {
       const FieldName at("endpoints", j);
-      const json& item = (*endpoints)[j];
       if (!item.is_object()) f.fail(at, "must be an object");
       K8sEndpointSlice::Endpoint endpoint;
-      endpoint.index = j;
-      const json* addresses = f.array(item, "addresses", at + ".addresses");
-      if (!addresses || addresses->empty()) f.fail(at + ".addresses", "must list at least one address");
+      endpoint.index = j++;
+      const auto addresses = f.array(item, "addresses", at + ".addresses");
+      if (!addresses || addresses->begin() == addresses->end())
+        f.fail(at + ".addresses", "must list at least one address");
       // kube-proxy uses the first address only.
-      if (!(*addresses)[0].is_string()) f.fail(at + ".addresses[0]", "must be a string");
-      const std::string text = (*addresses)[0].get<std::string>();
+      const std::string_view text = f.text(*addresses->begin(), at + ".addresses[0]");
       auto ip = f.address(text, at + ".addresses[0]");
       if (!ip) f.fail(at + ".addresses[0]", fmt::format("not an IPv4 address in an IPv4 slice: {}", quote(text)));
       endpoint.ip = *ip;
       endpoint.node = f.string(item, "nodeName", at + ".nodeName").value_or("");
-      if (const json* conditions = f.object(item, "conditions", at + ".conditions")) {
+      if (const auto conditions = f.object(item, "conditions", at + ".conditions")) {
         endpoint.ready = f.boolean(*conditions, "ready", at + ".conditions.ready").value_or(true);
         endpoint.serving = f.boolean(*conditions, "serving", at + ".conditions.serving").value_or(endpoint.ready);
         endpoint.terminating = f.boolean(*conditions, "terminating", at + ".conditions.terminating").value_or(false);
       }
       slice.endpoints.push_back(std::move(endpoint));
     }
+  }
   return slice;
 }
 
 // Who an object is: its kind, apiVersion and namespace/name.
 struct Identity {
-  std::string kind, api_version, ns, name;
+  std::string_view kind, api_version;
+  std::string ns, name;
   std::string key() const { return ns + "/" + name; }
   std::string label() const { return fmt::format("{} {}", kind, key()); }
 };
 
-Identity identify(const json& object, std::string_view default_kind, std::string_view where) {
+Identity identify(const element& object, std::string_view default_kind, std::string_view where) {
   if (!object.is_object()) throw K8sError(fmt::format("{}: must be a JSON object", where));
   Fields anonymous{std::string(where)};
   Identity id;
-  id.kind = anonymous.string(object, "kind", "kind").value_or(std::string(default_kind));
-  if (id.kind.empty()) anonymous.fail("kind", "required field is missing");
-  if (id.kind == "Service") id.api_version = "v1";
-  else if (id.kind == "EndpointSlice") id.api_version = "discovery.k8s.io/v1";
-  else
+  const std::string_view kind = anonymous.string(object, "kind", "kind").value_or(default_kind);
+  if (kind.empty()) anonymous.fail("kind", "required field is missing");
+  if (kind == "Service") {
+    id.kind = "Service";
+    id.api_version = "v1";
+  } else if (kind == "EndpointSlice") {
+    id.kind = "EndpointSlice";
+    id.api_version = "discovery.k8s.io/v1";
+  } else {
     anonymous.fail("kind", fmt::format("unsupported {} (kdp reads Service and EndpointSlice objects, and Lists of them)",
-                                       quote(id.kind)));
+                                       quote(kind)));
+  }
   Fields kinded{fmt::format("{} {}", id.kind, where)};
-  const json* metadata = kinded.object(object, "metadata", "metadata");
+  const auto metadata = kinded.object(object, "metadata", "metadata");
   if (!metadata) kinded.fail("metadata", "required field is missing");
   id.name = kinded.string(*metadata, "name", "metadata.name").value_or("");
   if (id.name.empty()) kinded.fail("metadata.name", "required field is missing");
@@ -363,15 +460,18 @@ Identity identify(const json& object, std::string_view default_kind, std::string
   return id;
 }
 
-bool is_list_kind(const json& object) {
-  if (!object.is_object()) return false;
-  auto kind = object.find("kind");
-  return kind != object.end() && kind->is_string() && kind->get<std::string>().ends_with("List");
+// The kind of a List ("List", "ServiceList", ...); nullopt for anything else.
+std::optional<std::string_view> list_kind(const element& value) {
+  std::string_view kind;
+  if (auto found = Fields::find(value, "kind"); found && found->get_string().get(kind) == simdjson::SUCCESS &&
+                                                kind.ends_with("List"))
+    return kind;
+  return std::nullopt;
 }
 
 }  // namespace
 
-K8sChange K8sState::apply_object(const json& object, std::string_view default_kind, std::string_view where) {
+K8sChange K8sState::apply_object(const element& object, std::string_view default_kind, std::string_view where) {
   const Identity id = identify(object, default_kind, where);
   const Fields f(id.label());
   if (id.kind == "Service") {
@@ -397,27 +497,28 @@ K8sChange K8sState::apply_object(const json& object, std::string_view default_ki
   return change;
 }
 
-std::vector<K8sChange> K8sState::apply(const json& document) {
+std::vector<K8sChange> K8sState::apply(const element& document) {
   // Lists and arrays hold objects, or Lists and arrays of them; a bound on
   // the nesting keeps this walk's recursion short whatever the input.
   constexpr size_t kMaxNesting = 16;
   K8sState next = *this;
   std::vector<K8sChange> changes;
-  auto visit = [&](auto& self, const json& value, const std::string& where, std::string_view default_kind,
+  auto visit = [&](auto& self, const element& value, const std::string& where, std::string_view default_kind,
                    size_t depth) -> void {
-    if ((value.is_array() || is_list_kind(value)) && depth == kMaxNesting)
+    const std::optional<std::string_view> kind = list_kind(value);
+    if ((value.is_array() || kind) && depth == kMaxNesting)
       throw K8sError(fmt::format("{}: Lists and arrays nested more than {} deep", where, kMaxNesting));
-    if (value.is_array()) {
-      for (size_t i = 0; i < value.size(); ++i) self(self, value[i], indexed(where, i), default_kind, depth + 1);
+    if (simdjson::dom::array items; value.get_array().get(items) == simdjson::SUCCESS) {
+      size_t i = 0;
+      for (const element item : items) self(self, item, indexed(where, i++), default_kind, depth + 1);
       return;
     }
-    if (is_list_kind(value)) {
-      const std::string kind = value["kind"].get<std::string>();
-      const json* items = Fields::find(value, "items");
-      if (items && !items->is_array()) throw K8sError(fmt::format("{} {}: items: must be an array", kind, where));
-      std::string_view item_kind = kind == "ServiceList"         ? "Service"
-                                   : kind == "EndpointSliceList" ? "EndpointSlice"
-                                                                 : "";
+    if (kind) {
+      const auto items = Fields::find(value, "items");
+      if (items && !items->is_array()) throw K8sError(fmt::format("{} {}: items: must be an array", *kind, where));
+      std::string_view item_kind = *kind == "ServiceList"         ? "Service"
+                                   : *kind == "EndpointSliceList" ? "EndpointSlice"
+                                                                  : "";
       if (items) self(self, *items, fmt::format("{}.items", where), item_kind, depth + 1);
       return;
     }
@@ -428,14 +529,14 @@ std::vector<K8sChange> K8sState::apply(const json& document) {
   return changes;
 }
 
-K8sChange K8sState::apply_event(const json& event) {
+K8sChange K8sState::apply_event(const element& event) {
   if (!event.is_object()) throw K8sError("watch event: must be a JSON object {\"type\": ..., \"object\": {...}}");
   Fields f("watch event");
-  const std::string type = f.string(event, "type", "type").value_or("");
-  const json* object = f.object(event, "object", "object");
+  const std::string_view type = f.string(event, "type", "type").value_or("");
+  const auto object = f.object(event, "object", "object");
   if (!object) f.fail("object", "required field is missing");
   if (type == "ADDED" || type == "MODIFIED") {
-    if (is_list_kind(*object)) f.fail("object", "must be a single object, not a List");
+    if (list_kind(*object)) f.fail("object", "must be a single object, not a List");
     return apply_object(*object, "", "object");  // reads the whole object before it changes anything
   }
   if (type == "DELETED") {
@@ -514,10 +615,9 @@ std::vector<EndpointConfig> K8sState::render_endpoints(const std::string& key, c
   return endpoints_from(service->second, slices, node, cluster_ip_owner);
 }
 
-std::optional<std::string> K8sState::slice_event_target(const json& event) {
-  if (!event.is_object()) return std::nullopt;
-  auto object = event.find("object");
-  if (object == event.end() || !object->is_object() || is_list_kind(*object)) return std::nullopt;
+std::optional<std::string> K8sState::slice_event_target(const element& event) {
+  const auto object = Fields::find(event, "object");
+  if (!object || !object->is_object() || list_kind(*object)) return std::nullopt;
   try {
     const Identity id = identify(*object, "", "object");
     if (id.kind == "EndpointSlice") return id.key();

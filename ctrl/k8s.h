@@ -29,6 +29,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <map>
 #include <stdexcept>
@@ -38,6 +39,10 @@
 
 #include "ctrl/config.h"
 #include "ctrl/services.h"
+
+namespace simdjson::dom {
+class element;
+}
 
 namespace kdp {
 
@@ -103,6 +108,31 @@ struct K8sEndpointSlice {
   bool operator==(const K8sEndpointSlice&) const = default;
 };
 
+// Parses JSON texts of Kubernetes objects into simdjson's DOM, which K8sState
+// reads. A parser keeps its buffers from one text to the next: the first List
+// of 10,000 Services costs their allocation (about 7 bytes per byte of text),
+// the next only the parse (about 1 GB/s).
+class K8sJsonParser {
+ public:
+  K8sJsonParser();
+  ~K8sJsonParser();
+  K8sJsonParser(const K8sJsonParser&) = delete;
+  K8sJsonParser& operator=(const K8sJsonParser&) = delete;
+  // The document, valid until the next parse or the parser's end. Parsed in
+  // place when `text` has SIMDJSON_PADDING bytes of capacity to spare, else
+  // from a copy. Throws K8sError "{what}: not valid JSON: ..." with the line
+  // and column of the first error, or "nested deeper than ..." past
+  // kMaxDepth levels.
+  const simdjson::dom::element& parse(const std::string& text, std::string_view what);
+  static constexpr size_t kMaxDepth = 128;  // Service and EndpointSlice objects need about 10
+  // Spare capacity that lets a text be parsed in place (SIMDJSON_PADDING).
+  static constexpr size_t kPadding = 64;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
 // What applying one object did.
 struct K8sChange {
   std::string object;  // "Service default/web", "EndpointSlice default/web-x7k2p"
@@ -117,11 +147,11 @@ class K8sState {
   // "EndpointSliceList": items) or a JSON array of any of these. Each object
   // replaces the one of its kind, namespace and name. All or nothing: throws
   // K8sError on the first malformed object, leaving the state as it was.
-  std::vector<K8sChange> apply(const nlohmann::json& document);
+  std::vector<K8sChange> apply(const simdjson::dom::element& document);
   // One watch event {"type": "ADDED"|"MODIFIED"|"DELETED", "object": {...}}:
   // ADDED and MODIFIED replace, DELETED removes (only the object's kind and
   // metadata are read). Throws K8sError, changing nothing.
-  K8sChange apply_event(const nlohmann::json& event);
+  K8sChange apply_event(const simdjson::dom::element& event);
 
   // The Services kube-proxy would program, sorted by name, checked against
   // `base` as parse_config checks [[service]]: cluster IPs inside
@@ -140,7 +170,7 @@ class K8sState {
                                                const std::function<std::string(Ipv4)>& cluster_ip_owner) const;
   // The "namespace/name" of the EndpointSlice a watch event is about;
   // nullopt for other events (and malformed ones, which apply_event refuses).
-  static std::optional<std::string> slice_event_target(const nlohmann::json& event);
+  static std::optional<std::string> slice_event_target(const simdjson::dom::element& event);
   const K8sEndpointSlice* slice(const std::string& key) const;
   // Puts a slice back as it was (nullopt: absent), to undo an event.
   void restore_slice(const std::string& key, std::optional<K8sEndpointSlice> slice);
@@ -149,7 +179,7 @@ class K8sState {
   const std::map<std::string, K8sEndpointSlice>& endpoint_slices() const { return slices_; }
 
  private:
-  K8sChange apply_object(const nlohmann::json& object, std::string_view default_kind, std::string_view where);
+  K8sChange apply_object(const simdjson::dom::element& object, std::string_view default_kind, std::string_view where);
   static std::vector<EndpointConfig> endpoints_from(const K8sService& service,
                                                     const std::vector<const K8sEndpointSlice*>& slices,
                                                     const Config::Node& node,

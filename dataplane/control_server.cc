@@ -184,7 +184,6 @@ ControlServer::ControlServer(NodeTables& tables, const std::vector<std::unique_p
       own_uid_(::geteuid()) {}
 
 ControlServer::~ControlServer() {
-  if (reaper_.joinable()) reaper_.join();
   for (auto& c : clients_) ::close(c->fd);
   if (listen_fd_ >= 0) ::close(listen_fd_);
   if (bound_) ::unlink(path_.c_str());
@@ -237,15 +236,6 @@ unsigned ControlServer::poll() {
     }
   }
   if (fds[0].revents & POLLIN) accept_clients();
-  // Once every reply is out, the documents they were about may go: freed on
-  // a thread of their own, since freeing a List of 10,000 Services takes as
-  // long as parsing it, and the next change must not wait for that.
-  if (!retired_.empty() &&
-      std::all_of(clients_.begin(), clients_.end(), [](const auto& c) { return c->out_sent >= c->out.size(); })) {
-    if (reaper_.joinable()) reaper_.join();
-    reaper_ = std::thread([documents = std::move(retired_)]() mutable { documents.clear(); });
-    retired_.clear();
-  }
   return answered + (fds[0].revents ? 1 : 0);
 }
 
@@ -296,7 +286,8 @@ bool ControlServer::serve(Client& c, unsigned& answered) {
         auto line = c.in.next_line();
         if (!line) break;
         c.out += receive_line(c, *line);
-        if (c.awaiting) c.in.reserve(c.awaiting->payload->bytes);
+        // With the room a Kubernetes document needs to be parsed where it lies.
+        if (c.awaiting) c.in.reserve(c.awaiting->payload->bytes + K8sJsonParser::kPadding);
         else ++answered;
       }
       if (c.in.overflowed() || c.close_when_sent) break;
@@ -467,10 +458,10 @@ json ControlServer::dispatch(control::Request& request) {
   if (verb == "conntrack.flush") return flush_conntrack(control::conntrack_flush_args(request));
   if (verb == "apply") {
     control::ApplyArgs args = control::apply_args(std::move(request));
-    json result = change_live(args.dry_run, [&] {
+    return change_live(args.dry_run, [&] {
       if (args.k8s) {
         K8sState next = k8s_;
-        std::vector<K8sChange> changes = next.apply(*args.k8s);
+        std::vector<K8sChange> changes = next.apply(k8s_json_.parse(*args.k8s, "apply: args.k8s"));
         return apply_k8s(std::move(next), std::move(changes), args.dry_run);
       }
       Config next = parse_config(args.toml, args.source);
@@ -478,15 +469,14 @@ json ControlServer::dispatch(control::Request& request) {
       if (!args.dry_run) base_ = std::move(next);
       return result;
     });
-    if (args.k8s) retired_.push_back(std::move(*args.k8s));
-    return result;
   }
   if (verb == "watch.event") {
     const control::WatchEventArgs args = control::watch_event_args(request);
     return change_live(args.dry_run, [&] {
-      if (auto slice = K8sState::slice_event_target(args.event)) return slice_event(*slice, args.event, args.dry_run);
+      const simdjson::dom::element& event = k8s_json_.parse(args.event, "watch.event: args");
+      if (auto slice = K8sState::slice_event_target(event)) return slice_event(*slice, event, args.dry_run);
       K8sState next = k8s_;
-      K8sChange change = next.apply_event(args.event);
+      K8sChange change = next.apply_event(event);
       return apply_k8s(std::move(next), {std::move(change)}, args.dry_run);
     });
   }
@@ -527,7 +517,7 @@ json ControlServer::delete_service(const control::ServiceArgs& args) {
                           {"metadata", {{"namespace", args.service.substr(0, slash)},
                                         {"name", args.service.substr(slash + 1)}}}}}};
     K8sState next = k8s_;
-    K8sChange change = next.apply_event(event);
+    K8sChange change = next.apply_event(k8s_json_.parse(event.dump(), "service.del"));
     return apply_k8s(std::move(next), {std::move(change)}, args.dry_run);
   }
   throw control::ProtocolError(fmt::format("service.del: args.service: no service is named \"{}\"", args.service));
@@ -626,7 +616,7 @@ json ControlServer::edit_base_service(size_t index, std::optional<ServiceConfig>
   return result;
 }
 
-json ControlServer::slice_event(const std::string& slice_key, const json& event, bool dry_run) {
+json ControlServer::slice_event(const std::string& slice_key, const simdjson::dom::element& event, bool dry_run) {
   // The Services the slice fed before and after the event (its label may change).
   auto fed = [](const K8sEndpointSlice* s) {
     return s != nullptr && s->address_type == "IPv4" && !s->service.empty() ? s->ns + "/" + s->service : std::string();

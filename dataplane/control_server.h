@@ -19,7 +19,6 @@
 #include <memory>
 #include <optional>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -103,7 +102,7 @@ class ControlServer {
   // An EndpointSlice watch event: applied to k8s_ in place (undone on any
   // error or dry run), and only the endpoints of the Services it feeds
   // rendered again, at the cost of those Services.
-  nlohmann::json slice_event(const std::string& slice_key, const nlohmann::json& event, bool dry_run);
+  nlohmann::json slice_event(const std::string& slice_key, const simdjson::dom::element& event, bool dry_run);
   // Publishes a Service snapshot built from `diff`, records it as installed,
   // and flushes the UDP flows it made stale; returns how many.
   unsigned install_services(std::unique_ptr<ServiceSnapshot> snapshot, const ServiceDiff& diff);
@@ -141,8 +140,7 @@ class ControlServer {
   LatencyHistogram apply_latency_, live_latency_;
   uint64_t failed_changes_ = 0;
   std::vector<std::unique_ptr<Client>> clients_;
-  std::vector<nlohmann::json> retired_;  // request documents, freed once their replies are sent
-  std::thread reaper_;                   // frees them
+  K8sJsonParser k8s_json_;  // apply {k8s}, watch.event: its buffers kept for the next document
 };
 
 }  // namespace kdp

@@ -11,6 +11,7 @@
 // Human-readable tables by default, the reply's JSON with --json. Exit codes:
 // 0 ok, 1 kdp answered with an error (printed), 2 usage or connection error.
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -26,6 +27,7 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <utility>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -49,14 +51,30 @@ struct KdpError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// A file's bytes: a regular file's read in one go into a buffer nothing
-// zeroes first (a 14 MB List is written once, by read()); a pipe's, FIFO's
-// or stdin's read to their end.
+// A file's bytes: a regular file's mapped, its pages taken from the page
+// cache as they are (reading a 14 MB List into fresh memory costs 6x more);
+// a pipe's, FIFO's or stdin's read to their end.
 struct FileBytes {
-  std::unique_ptr<char[]> buffer;
+  FileBytes() = default;
+  FileBytes(const FileBytes&) = delete;
+  FileBytes& operator=(const FileBytes&) = delete;
+  FileBytes(FileBytes&& other) noexcept
+      : mapped(std::exchange(other.mapped, nullptr)), size(other.size), stream(std::move(other.stream)) {}
+  FileBytes& operator=(FileBytes&& other) noexcept {
+    std::swap(mapped, other.mapped);
+    std::swap(size, other.size);
+    stream.swap(other.stream);
+    return *this;
+  }
+  ~FileBytes() {
+    if (mapped) ::munmap(mapped, size);
+  }
+  void* mapped = nullptr;
   size_t size = 0;
   std::string stream;
-  std::string_view view() const { return buffer ? std::string_view(buffer.get(), size) : std::string_view(stream); }
+  std::string_view view() const {
+    return mapped ? std::string_view(static_cast<const char*>(mapped), size) : std::string_view(stream);
+  }
 };
 
 // A document of apply, sent as it is after the request line as args[key]
@@ -274,14 +292,14 @@ FileBytes read_file(const std::string& path) {
     if (in.bad()) throw UsageError(fmt::format("cannot read {}", path));
     return out;
   }
-  out.buffer.reset(new char[static_cast<size_t>(st.st_size) + 1]);
-  while (out.size < static_cast<size_t>(st.st_size)) {
-    const ssize_t n = ::read(fd, out.buffer.get() + out.size, static_cast<size_t>(st.st_size) - out.size);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) throw UsageError(fmt::format("cannot read {}: {}", path, std::strerror(errno)));
-    if (n == 0) break;  // shrank while read
-    out.size += static_cast<size_t>(n);
-  }
+  if (st.st_size == 0) return out;
+  // Private and read-only: kdpctl sees the file as it was mapped (a file cut
+  // short while kdpctl sends it would end kdpctl with SIGBUS, as any reader
+  // of a mapping).
+  void* mapped = ::mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+  if (mapped == MAP_FAILED) throw UsageError(fmt::format("cannot read {}: {}", path, std::strerror(errno)));
+  out.mapped = mapped;
+  out.size = static_cast<size_t>(st.st_size);
   return out;
 }
 

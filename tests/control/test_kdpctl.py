@@ -400,8 +400,10 @@ def test_raw_payloads(kdp):
 
 def test_apply_of_malformed_json_is_rejected(kdp):
     before = kdp.state()
-    for text, error in (('{"kind": "List", "items": [', "apply: payload k8s is not valid JSON"),
-                        ('{"a": ' * 600 + "1" + "}" * 600, "apply: payload k8s nested deeper than 510 levels")):
+    for text, error in (('{"kind": "List",\n "items": [', "apply: args.k8s: not valid JSON: parse error at line 2, "
+                                                          "column 12: syntax error while parsing value - unexpected "
+                                                          "end of input"),
+                        ('{"a": ' * 600 + "1" + "}" * 600, "apply: args.k8s: nested deeper than 128 levels")):
         err = kdp.ctl("apply", "-f", str(kdp.write("bad.json", text)), rc=1).stderr
         assert error in err, err
     assert kdp.state() == before

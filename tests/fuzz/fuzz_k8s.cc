@@ -2,8 +2,10 @@
 // to the flat Service entries the dataplane installs. The input is a stream of
 // JSON documents, one after another as `kubectl get -w -o json` prints them:
 // an object with a "type" member is a watch event (K8sState::apply_event),
-// anything else an object, List or array for K8sState::apply. One K8sState
-// takes them in order. After each step the state is rendered against two
+// anything else an object, List or array for K8sState::apply. Each document's
+// text goes through K8sJsonParser (one parser, reused as kdp reuses it), and
+// the first text that is not JSON must be refused by it with a K8sError.
+// One K8sState takes the documents in order. After each step the state is rendered against two
 // nodes (with and without node.service_cidr, the first with a [[service]] of
 // its own to collide with) and compiled, and the compiled entries diffed
 // against the previous step's, as the control server does on apply.
@@ -68,13 +70,16 @@ bool same_state(const K8sState& a, const K8sState& b) {
   return a.services() == b.services() && a.endpoint_slices() == b.endpoint_slices();
 }
 
-// One document into the state; false when it was rejected.
-bool apply_document(K8sState& state, const json& document) {
+K8sJsonParser* g_parser = nullptr;
+
+// One document (`text`, which `document` is) into the state; false when it was rejected.
+bool apply_document(K8sState& state, const json& document, const std::string& text) {
   const K8sState before = state;
   try {
+    const auto& parsed = g_parser->parse(text, "fuzz");
     std::vector<K8sChange> changes;
-    if (document.is_object() && document.contains("type")) changes.push_back(state.apply_event(document));
-    else changes = state.apply(document);
+    if (document.is_object() && document.contains("type")) changes.push_back(state.apply_event(parsed));
+    else changes = state.apply(parsed);
     // As the control server's reply carries them.
     (void)to_json(changes).dump(-1, ' ', false, json::error_handler_t::replace);
     return true;
@@ -109,6 +114,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   bare.node.service_cidr.reset();
   bare.services.clear();
   g_nodes = new std::vector<Node>;
+  g_parser = new K8sJsonParser;
   for (Config* base : {&with_services, &bare}) g_nodes->push_back({*base, compile_services(*base)});
   return 0;
 }
@@ -116,16 +122,24 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::vector<Node> nodes = *g_nodes;
   K8sState state;
-  std::istringstream in(std::string(reinterpret_cast<const char*>(data), size));
-  // Documents until the end of the stream or the first that is not JSON.
+  const std::string input(reinterpret_cast<const char*>(data), size);
+  std::istringstream in(input);
+  // Documents until the end of the stream or the first that is not JSON
+  // (nlohmann's stream reading finds where each ends).
   while (!(in >> std::ws).eof()) {
+    const auto start = static_cast<size_t>(in.tellg());
     json document;
     try {
       in >> document;
-    } catch (const json::exception&) {  // not JSON, or a number out of range
+    } catch (const json::exception&) {  // not JSON, or a number out of range: the rest goes to K8sJsonParser
+      try {
+        g_parser->parse(input.substr(start), "fuzz");
+      } catch (const K8sError&) {
+      }
       break;
     }
-    if (!apply_document(state, document)) continue;
+    const std::string text = in.eof() ? input.substr(start) : input.substr(start, static_cast<size_t>(in.tellg()) - start);
+    if (!apply_document(state, document, text)) continue;
     for (Node& node : nodes) install(state, node);
   }
   return 0;

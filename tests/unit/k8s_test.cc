@@ -174,6 +174,22 @@ json list(std::initializer_list<const char*> items) {
 
 json event(const char* type, const json& object) { return {{"type", type}, {"object", object}}; }
 
+// Documents reach K8sState as kdp gets them: JSON text, parsed by one parser
+// reused from document to document.
+K8sJsonParser& parser() {
+  static K8sJsonParser shared;
+  return shared;
+}
+std::vector<K8sChange> apply_json(K8sState& state, const json& document) {
+  return state.apply(parser().parse(document.dump(), "test"));
+}
+K8sChange apply_event_json(K8sState& state, const json& event) {
+  return state.apply_event(parser().parse(event.dump(), "test"));
+}
+std::optional<std::string> slice_event_target(const json& event) {
+  return K8sState::slice_event_target(parser().parse(event.dump(), "test"));
+}
+
 const ServiceEntry& entry(const CompiledServices& compiled, std::string_view key) {
   for (const ServiceEntry& e : compiled.entries)
     if (e.key().to_string() == key) return e;
@@ -188,11 +204,20 @@ std::vector<std::string> backends(const std::vector<Backend>& list) {
 
 std::string error_of(K8sState& state, const json& document) {
   try {
-    state.apply(document);
+    apply_json(state, document);
   } catch (const K8sError& e) {
     return e.what();
   }
   return "(no error)";
+}
+
+std::string parse_error_of(const std::string& text) {
+  try {
+    parser().parse(text, "test");
+  } catch (const K8sError& e) {
+    return e.what();
+  }
+  return "(parsed)";
 }
 
 std::string render_error(const K8sState& state, const Config& base) {
@@ -206,7 +231,7 @@ std::string render_error(const K8sState& state, const Config& base) {
 
 TEST(K8sTest, NodePortServiceAndSliceAsKubectlPrintsThem) {
   K8sState state;
-  auto changes = state.apply(list({kWebService, kWebSlice}));
+  auto changes = apply_json(state, list({kWebService, kWebSlice}));
   ASSERT_EQ(changes.size(), 2u);
   EXPECT_EQ(changes[0].object, "Service default/web");
   EXPECT_EQ(changes[0].action, "applied");
@@ -237,7 +262,7 @@ TEST(K8sTest, NodePortServiceAndSliceAsKubectlPrintsThem) {
 
 TEST(K8sTest, LoadBalancerWithIngressSourceRangesPoliciesAndAffinity) {
   K8sState state;
-  state.apply(json::array({parse(kLbService), parse(kLbSlice)}));
+  apply_json(state, json::array({parse(kLbService), parse(kLbSlice)}));
   auto services = state.render(node());
   ASSERT_EQ(services.size(), 1u);
   const ServiceConfig& shop = services[0];
@@ -282,7 +307,7 @@ TEST(K8sTest, NamedTargetPortResolvesPerSlice) {
   other["ports"][0]["name"] = "metrics";
   other["endpoints"] = json::parse(R"([{"addresses": ["10.244.1.99"]}])");
   K8sState state;
-  state.apply(json::array({service, old_slice, new_slice, other}));
+  apply_json(state, json::array({service, old_slice, new_slice, other}));
   auto services = state.render(node());
   ASSERT_EQ(services.size(), 1u);
   EXPECT_EQ(services[0].ports[0].target_port, 0);  // named: the slices say
@@ -304,7 +329,7 @@ TEST(K8sTest, RenderEndpointsOfOneServiceMatchesRender) {
       R"([{"addresses": ["10.244.1.6"], "conditions": {}, "nodeName": "node-a"},
           {"addresses": ["10.244.2.5"], "conditions": {"ready": false}, "nodeName": "node-b"}])");
   K8sState state;
-  state.apply(json::array({service, old_slice, new_slice}));
+  apply_json(state, json::array({service, old_slice, new_slice}));
   const Config base = node();
   const auto nobody = [](Ipv4) { return std::string(); };
   const std::vector<EndpointConfig> one = state.render_endpoints("default/web", base.node, nobody);
@@ -331,11 +356,11 @@ TEST(K8sTest, RenderEndpointsOfOneServiceMatchesRender) {
   }
 
   // What watch events are about, and undoing one.
-  EXPECT_EQ(K8sState::slice_event_target({{"type", "MODIFIED"}, {"object", new_slice}}), "default/web-zz9pl");
-  EXPECT_EQ(K8sState::slice_event_target({{"type", "MODIFIED"}, {"object", service}}), std::nullopt);
-  EXPECT_EQ(K8sState::slice_event_target({{"type", "MODIFIED"}}), std::nullopt);
+  EXPECT_EQ(slice_event_target({{"type", "MODIFIED"}, {"object", new_slice}}), "default/web-zz9pl");
+  EXPECT_EQ(slice_event_target({{"type", "MODIFIED"}, {"object", service}}), std::nullopt);
+  EXPECT_EQ(slice_event_target({{"type", "MODIFIED"}}), std::nullopt);
   const K8sEndpointSlice kept = *state.slice("default/web-zz9pl");
-  state.apply_event({{"type", "DELETED"}, {"object", new_slice}});
+  apply_event_json(state, {{"type", "DELETED"}, {"object", new_slice}});
   EXPECT_EQ(state.slice("default/web-zz9pl"), nullptr);
   state.restore_slice("default/web-zz9pl", kept);
   ASSERT_NE(state.slice("default/web-zz9pl"), nullptr);
@@ -353,7 +378,7 @@ TEST(K8sTest, EndpointConditions) {
     {"addresses": ["10.244.2.7"], "conditions": {"ready": false}, "nodeName": "node-b"}
   ])");
   K8sState state;
-  state.apply(json::array({parse(kWebService), slice}));
+  apply_json(state, json::array({parse(kWebService), slice}));
   auto services = state.render(node());
   const auto& eps = services[0].endpoints;
   ASSERT_EQ(eps.size(), 4u);
@@ -366,7 +391,7 @@ TEST(K8sTest, EndpointConditions) {
 
   // With no ready endpoint left, serving terminating ones are the fallback.
   slice["endpoints"].erase(2);
-  state.apply(slice);
+  apply_json(state, slice);
   compiled = compile_services(with_k8s_services(node(), state));
   EXPECT_EQ(backends(entry(compiled, "10.96.0.10:80/TCP").backends), std::vector<std::string>{"10.244.1.5:8080*"});
 }
@@ -389,7 +414,7 @@ TEST(K8sTest, HeadlessExternalNameAndOtherSlicesAreSkipped) {
   unlabelled["metadata"]["name"] = "manual";
   unlabelled["metadata"]["labels"].erase("kubernetes.io/service-name");
   K8sState state;
-  auto changes = state.apply(json::array({headless, external, v6, unlabelled}));
+  auto changes = apply_json(state, json::array({headless, external, v6, unlabelled}));
   ASSERT_EQ(changes.size(), 4u);
   EXPECT_EQ(changes[0].action, "skipped");
   EXPECT_EQ(changes[0].reason, "headless (clusterIP None)");
@@ -405,26 +430,26 @@ TEST(K8sTest, HeadlessExternalNameAndOtherSlicesAreSkipped) {
 
 TEST(K8sTest, WatchEventsReplaceAndDelete) {
   K8sState state;
-  EXPECT_EQ(state.apply_event(event("ADDED", parse(kWebService))).action, "applied");
-  EXPECT_EQ(state.apply_event(event("ADDED", parse(kWebSlice))).action, "applied");
+  EXPECT_EQ(apply_event_json(state, event("ADDED", parse(kWebService))).action, "applied");
+  EXPECT_EQ(apply_event_json(state, event("ADDED", parse(kWebSlice))).action, "applied");
   EXPECT_EQ(state.render(node())[0].endpoints.size(), 2u);
 
   json slice = parse(kWebSlice);
   slice["endpoints"].erase(1);
-  EXPECT_EQ(state.apply_event(event("MODIFIED", slice)).action, "applied");
+  EXPECT_EQ(apply_event_json(state, event("MODIFIED", slice)).action, "applied");
   EXPECT_EQ(state.render(node())[0].endpoints.size(), 1u);
 
   // DELETED reads the kind and metadata only.
-  K8sChange deleted = state.apply_event(event(
+  K8sChange deleted = apply_event_json(state, event(
       "DELETED", json::parse(R"({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"}})")));
   EXPECT_EQ(deleted.object, "Service default/web");
   EXPECT_EQ(deleted.action, "deleted");
   EXPECT_TRUE(state.render(node()).empty());
   EXPECT_EQ(state.endpoint_slices().size(), 1u);  // the slice goes by its own event
-  EXPECT_EQ(state.apply_event(event("DELETED", parse(kWebService))).action, "absent");
+  EXPECT_EQ(apply_event_json(state, event("DELETED", parse(kWebService))).action, "absent");
 
   try {
-    state.apply_event(event("BOOKMARK", parse(kWebService)));
+    apply_event_json(state, event("BOOKMARK", parse(kWebService)));
     FAIL();
   } catch (const K8sError& e) {
     EXPECT_STREQ(e.what(), "watch event: type: must be \"ADDED\", \"MODIFIED\" or \"DELETED\", got \"BOOKMARK\"");
@@ -440,15 +465,31 @@ TEST(K8sTest, ListKinds) {
   services["items"].push_back(web);
   json slices = {{"apiVersion", "discovery.k8s.io/v1"}, {"kind", "EndpointSliceList"}, {"items", json::array({parse(kWebSlice)})}};
   K8sState state;
-  auto changes = state.apply(json::array({services, slices}));
+  auto changes = apply_json(state, json::array({services, slices}));
   ASSERT_EQ(changes.size(), 2u);
   EXPECT_EQ(changes[0].object, "Service default/web");
   EXPECT_EQ(state.render(node())[0].endpoints.size(), 2u);
 }
 
+// Text that is not JSON is refused whole, the error saying where; the
+// parser then reads the next document as if nothing had happened.
+TEST(K8sTest, MalformedJsonSaysWhere) {
+  EXPECT_EQ(parse_error_of("{\"kind\": \"Service\",\n \"spec\": {\"ports\": [}}"),
+            "test: not valid JSON: parse error at line 2, column 21: syntax error while parsing value - unexpected "
+            "'}'; expected '[', '{', or a literal");
+  EXPECT_EQ(parse_error_of(""), "test: not valid JSON: parse error at line 1, column 1: syntax error while parsing "
+                                "value - unexpected end of input; expected '[', '{', or a literal");
+  EXPECT_EQ(parse_error_of("{} {}"), "test: not valid JSON: parse error at line 1, column 4: syntax error while "
+                                     "parsing value - unexpected '{'; expected end of input");
+  EXPECT_EQ(parse_error_of("[\"\xff\"]").substr(0, 48), "test: not valid JSON: parse error at line 1, col");
+  K8sState state;
+  EXPECT_EQ(apply_json(state, parse(kWebService)).size(), 1u);
+  EXPECT_EQ(state.services().size(), 1u);
+}
+
 TEST(K8sTest, MalformedObjectsNameObjectAndField) {
   K8sState state;
-  state.apply(parse(kWebService));
+  apply_json(state, parse(kWebService));
   auto with = [](const char* base, auto edit) {
     json object = parse(base);
     edit(object);
@@ -494,7 +535,7 @@ TEST(K8sTest, MalformedObjectsNameObjectAndField) {
 
 TEST(K8sTest, RenderChecksAgainstTheNode) {
   K8sState state;
-  state.apply(json::array({parse(kWebService), parse(kWebSlice)}));
+  apply_json(state, json::array({parse(kWebService), parse(kWebSlice)}));
   // A [[service]] of the config file with the same node port.
   const Config clash = node(R"(
 [[service]]
@@ -523,12 +564,12 @@ cluster_ip = "10.96.0.20"
   outside["spec"]["clusterIP"] = "10.200.0.1";
   outside["spec"]["clusterIPs"] = {"10.200.0.1"};
   K8sState other;
-  other.apply(outside);
+  apply_json(other, outside);
   EXPECT_EQ(render_error(other, node()),
             "Service default/web: spec.clusterIP: 10.200.0.1 is outside node.service_cidr 10.96.0.0/12");
   json high = parse(kWebService);
   high["spec"]["ports"][0]["nodePort"] = 40000;
-  other.apply(high);
+  apply_json(other, high);
   EXPECT_EQ(render_error(other, node()),
             "Service default/web: spec.ports[0].nodePort: 40000 is outside nat.node_port_range 30000-32767");
 
@@ -541,7 +582,7 @@ cluster_ip = "10.96.0.20"
   b["spec"]["ports"][1]["nodePort"] = 30444;
   b["status"] = json::object();
   K8sState both;
-  both.apply(json::array({a, b}));
+  apply_json(both, json::array({a, b}));
   EXPECT_EQ(render_error(both, node()),
             "Service prod/shop2: spec.externalIPs[0]: 198.51.100.9:443/TCP is already served by Service prod/shop as "
             "its external IP");
@@ -549,7 +590,7 @@ cluster_ip = "10.96.0.20"
   json slice = parse(kWebSlice);
   slice["endpoints"][0]["addresses"][0] = "10.96.0.10";
   K8sState self;
-  self.apply(json::array({parse(kWebService), slice}));
+  apply_json(self, json::array({parse(kWebService), slice}));
   EXPECT_EQ(render_error(self, node()),
             "EndpointSlice default/web-8k2mq: endpoints[0].addresses[0]: 10.96.0.10 is inside node.service_cidr "
             "10.96.0.0/12");
@@ -561,31 +602,34 @@ TEST(K8sTest, DualStackUsesTheIpv4ClusterIp) {
   service["spec"]["clusterIPs"] = {"fd00:10:96::a", "10.96.0.10"};
   service["spec"]["externalIPs"] = {"2001:db8::1"};
   K8sState state;
-  state.apply(service);
+  apply_json(state, service);
   auto services = state.render(node());
   ASSERT_EQ(services.size(), 1u);
   EXPECT_EQ(services[0].cluster_ip, ip("10.96.0.10"));
   EXPECT_TRUE(services[0].external_ips.empty());
 
   service["spec"]["clusterIPs"] = {"fd00:10:96::a"};
-  EXPECT_EQ(state.apply(service)[0].reason, "no IPv4 cluster IP");
+  EXPECT_EQ(apply_json(state, service)[0].reason, "no IPv4 cluster IP");
   EXPECT_TRUE(state.render(node()).empty());
 }
 
 // Found by fuzz_k8s: arrays nested a few thousand deep ran K8sState::apply's
-// walk out of stack. Past 16 levels it is an error; real nesting stays well inside.
-TEST(K8sTest, NestingOfListsAndArraysIsBounded) {
+// walk out of stack. The parser refuses a document past kMaxDepth levels, the
+// walk Lists and arrays past 16; real nesting stays well inside both.
+TEST(K8sTest, NestingIsBounded) {
   K8sState state;
-  const size_t depth = 100000;
+  EXPECT_EQ(parse_error_of(std::string(100000, '[') + std::string(100000, ']')),
+            "test: nested deeper than 128 levels");
+  EXPECT_EQ(parse_error_of(std::string(128, '[') + std::string(128, ']')), "(parsed)");
   std::string where = "object";
   for (int i = 0; i < 16; ++i) where += "[0]";
-  EXPECT_EQ(error_of(state, json::parse(std::string(depth, '[') + std::string(depth, ']'))),
+  EXPECT_EQ(error_of(state, json::parse(std::string(20, '[') + std::string(20, ']'))),
             where + ": Lists and arrays nested more than 16 deep");
   EXPECT_TRUE(state.services().empty());
 
   json nested = list({kWebService});
   for (int i = 0; i < 10; ++i) nested = json::array({nested});
-  state.apply(nested);
+  apply_json(state, nested);
   EXPECT_EQ(state.services().size(), 1u);
 }
 
