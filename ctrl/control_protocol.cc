@@ -369,8 +369,9 @@ void attach_payload(Request& request, std::string&& bytes) {
 }
 
 std::string ok_line(const json& result) {
-  json reply = {{"ok", true}, {"result", result}};
-  return reply.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+  // {"ok":true,"result":...} as nlohmann prints it, without first copying a
+  // result of megabytes into the reply object.
+  return R"({"ok":true,"result":)" + result.dump(-1, ' ', false, json::error_handler_t::replace) + "}\n";
 }
 
 std::string error_line(std::string_view message) {

@@ -395,6 +395,9 @@ K8sEndpointSlice read_endpoint_slice(const element& object, const Fields& f) {
     }
   }
   if (const auto endpoints = f.array(object, "endpoints", "endpoints")) {
+    // The API server keeps a slice to 1,000 endpoints; a larger array is read,
+    // not trusted for an allocation.
+    slice.endpoints.reserve(std::min<size_t>(endpoints->size(), 1000));
     size_t j = 0;
     for (const element item : *endpoints) {
       const FieldName at("endpoints", j);

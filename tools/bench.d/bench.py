@@ -636,8 +636,9 @@ class Bench:
 
         def timed_apply(path, prefix):
             t0 = time.monotonic()
-            reply = json.loads(run([*ctl, "apply", "-f", path], timeout=300).stdout)
-            result[f"{prefix}_wall_s"] = time.monotonic() - t0
+            out = run([*ctl, "apply", "-f", path], timeout=300).stdout
+            result[f"{prefix}_wall_s"] = time.monotonic() - t0  # the kdpctl process, not this script's reading of it
+            reply = json.loads(out)
             result[f"{prefix}_parse_ms"] = reply["timing"]["parse_ms"]
             result[f"{prefix}_ms"] = reply["timing"]["apply_ms"]
             result[f"{prefix}_live_ms"] = reply["timing"]["live_ms"]
@@ -849,8 +850,9 @@ class Bench:
             if "k8s_apply_wall_s" in u:
                 out.append(f"| one `kdpctl apply` of a Kubernetes List of {u['services_applied']:,} Services and their "
                            f"EndpointSlices (10 endpoints each), wall time | {u['k8s_apply_wall_s']:.2f} s (kdp: "
-                           f"{u['k8s_apply_parse_ms']:.0f} ms to read the JSON, {u['k8s_apply_ms']:.0f} ms to apply, "
-                           f"then {u['k8s_apply_live_ms']:.2f} ms) | < 1 s: "
+                           f"{u['k8s_apply_parse_ms']:.0f} ms to read the request, {u['k8s_apply_ms']:.0f} ms to "
+                           f"parse the JSON, validate, compile and publish, then {u['k8s_apply_live_ms']:.2f} ms until "
+                           f"every worker moved on) | < 1 s: "
                            f"{goal(u['k8s_apply_wall_s'] < 1)} |")
             for key, what in (("endpoint", f"one endpoint change (`kdpctl endpoint del/add`, {u['endpoint_changes']} "
                                             "changes, a kdpctl process each)"),
