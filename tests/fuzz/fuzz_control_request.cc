@@ -69,7 +69,9 @@ bool same(const Split& a, const Split& b) { return a.lines == b.lines && a.overf
 // not throw, nor drop what was given.
 void read_typed_args(const Request& request) {
   const std::string& verb = request.verb;
-  auto given = [&](const char* name) { return request.args.contains(name); };
+  auto given = [&](const char* name) {
+    return request.args.contains(name) || (request.json_payload && request.json_payload->first == name);
+  };
   if (verb == "conntrack.list" || verb == "snat.list") {
     const size_t limit = list_limit(request);
     if (limit < 1 || limit > kMaxConntrackListLimit) fail("list limit out of range after checking");
@@ -122,9 +124,18 @@ void serve_line(const std::string& line) {
     if (request.payload) fail("attach_payload left the payload announced");
   }
   read_typed_args(request);
-  // What a client (kdpctl) would send for this request reads back the same.
-  const Request again = parse_request(request_line(request.verb, request.args));
-  if (again.verb != request.verb || again.args != request.args) fail("request_line does not read back");
+  // What a client (kdpctl) would send for this request reads back the same;
+  // a JSON payload is sent again as one.
+  Request again;
+  if (request.json_payload) {
+    const auto& [name, text] = *request.json_payload;
+    again = parse_request(request_line_with_payload(request.verb, request.args, name, text.size()));
+    attach_payload(again, std::string(text));
+  } else {
+    again = parse_request(request_line(request.verb, request.args));
+  }
+  if (again.verb != request.verb || again.args != request.args || again.json_payload != request.json_payload)
+    fail("request_line does not read back");
 }
 
 }  // namespace
