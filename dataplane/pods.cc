@@ -22,14 +22,6 @@ namespace {
 
 json mac_json(const std::optional<MacAddr>& mac) { return mac ? json(mac->to_string()) : json(); }
 
-// Blocks until every online worker has passed a quiescent point after this
-// call (a sleeping worker is offline and reads the new tables on waking).
-// Workers never wait for the control thread, so this ends within a poll.
-void wait_for_workers(Rcu& rcu) {
-  rte_rcu_qsbr* qsbr = rcu.qsbr();
-  rte_rcu_qsbr_check(qsbr, rte_rcu_qsbr_start(qsbr), true);
-}
-
 }  // namespace
 
 std::string device_iface(const std::string& device) {
@@ -185,7 +177,9 @@ json PodPorts::del(const control::PodDelArgs& args) {
 
   // Nothing polls the port or holds it in a TX buffer once every worker is
   // past the old port set: then it can close, and its index serve again.
-  wait_for_workers(tables_.rcu);
+  // A sleeping worker is offline and reads the new port set on waking;
+  // workers never wait for the control thread, so this ends within a poll.
+  tables_.rcu.synchronize();
   remove_port(pod.dpdk_id);
   tables_.release_port_index(pod.index);
   return reply;

@@ -40,6 +40,9 @@ class Rcu {
   // table pointer read before the call).
   uint64_t start_grace() { return rte_rcu_qsbr_start(qsbr_); }
   bool grace_ended(uint64_t token) const { return rte_rcu_qsbr_check(qsbr_, token, false) == 1; }
+  // Blocks until every worker online now has passed a quiescent point
+  // (offline ones are not waited for).
+  void synchronize() { rte_rcu_qsbr_synchronize(qsbr_, RTE_QSBR_THRID_INVALID); }
 
  private:
   struct Retired {

@@ -11,8 +11,6 @@
 #include <rte_launch.h>
 #include <rte_lcore.h>
 #include <rte_log.h>
-#include <rte_malloc.h>
-#include <rte_rcu_qsbr.h>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -32,6 +30,7 @@
 #include <thread>
 #include <vector>
 
+#include "dataplane/rcu.h"
 #include "drivers/eal.h"
 #include "drivers/interrupt_unmap_guard.h"
 #include "tools/gen/engine.h"
@@ -381,12 +380,8 @@ int run(const Options& o) {
   }
   // The workers' QSBR variable, so a peer that hangs up (memif) has its
   // rings unmapped only once no worker can be reading them.
-  std::unique_ptr<rte_rcu_qsbr, decltype(&rte_free)> pollers(
-      static_cast<rte_rcu_qsbr*>(rte_zmalloc("kdp_gen_qsbr", rte_rcu_qsbr_get_memsize(workers), RTE_CACHE_LINE_SIZE)),
-      &rte_free);
-  if (!pollers || rte_rcu_qsbr_init(pollers.get(), workers) != 0)
-    throw std::runtime_error("cannot allocate the workers' QSBR variable");
-  auto unmap_guard = std::make_unique<InterruptUnmapGuard>(pollers.get());
+  auto pollers = std::make_unique<Rcu>(workers);
+  auto unmap_guard = std::make_unique<InterruptUnmapGuard>(pollers->qsbr());
   const uint64_t start = rte_rdtsc();
   for (auto& s : streams) s->start_tsc = start;
   for (unsigned w = 0; w < workers; ++w) {

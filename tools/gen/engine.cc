@@ -5,6 +5,8 @@
 
 #include <algorithm>
 
+#include "dataplane/rcu.h"
+
 namespace kdp::gen {
 
 namespace {
@@ -143,8 +145,8 @@ void init_flows(TxStream& s, const FlowSpace& space, uint64_t flows, double new_
 int run_worker(void* arg) {
   Worker& w = *static_cast<Worker*>(arg);
   bool tx_released = false;
-  rte_rcu_qsbr_thread_register(w.pollers, w.id);
-  rte_rcu_qsbr_thread_online(w.pollers, w.id);
+  w.pollers->register_worker(w.id);
+  w.pollers->online(w.id);
   while (!w.stop->load(std::memory_order_relaxed)) {
     bool worked = false;
     if (!w.stop_tx->load(std::memory_order_relaxed)) {
@@ -163,14 +165,14 @@ int run_worker(void* arg) {
       tx_released = true;
     }
     for (RxQueue* q : w.rx) worked = rx_step(*q) != 0 || worked;
-    rte_rcu_qsbr_quiescent(w.pollers, w.id);
+    w.pollers->quiescent(w.id);
     if (!worked && w.idle_sleep_us != 0) {
-      rte_rcu_qsbr_thread_offline(w.pollers, w.id);
+      w.pollers->offline(w.id);
       rte_delay_us_sleep(w.idle_sleep_us);
-      rte_rcu_qsbr_thread_online(w.pollers, w.id);
+      w.pollers->online(w.id);
     }
   }
-  rte_rcu_qsbr_thread_offline(w.pollers, w.id);
+  w.pollers->offline(w.id);
   if (!tx_released)
     for (TxStream* s : w.tx) release_pending(*s);
   return 0;

@@ -5,7 +5,6 @@
 #pragma once
 
 #include <rte_mempool.h>
-#include <rte_rcu_qsbr.h>
 
 #include <array>
 #include <atomic>
@@ -15,6 +14,10 @@
 #include "tools/gen/flows.h"
 #include "tools/gen/latency.h"
 #include "tools/gen/packet.h"
+
+namespace kdp {
+class Rcu;
+}
 
 namespace kdp::gen {
 
@@ -93,7 +96,7 @@ struct Worker {
   unsigned idle_sleep_us = 0;
   // Reported to once per pass (offline while asleep): a peer's memory is
   // unmapped only after every poller has left the burst it was in.
-  rte_rcu_qsbr* pollers = nullptr;
+  Rcu* pollers = nullptr;
   unsigned id = 0;
 };
 
