@@ -869,7 +869,13 @@ class Bench:
                 sp = u["kdpctl_spawn_ms"]
                 out.append(f"| for scale: starting a kdpctl process that does nothing (`kdpctl --help`), p50 / max | "
                            f"{sp['p50']:.1f} / {sp['max']:.1f} ms | |")
-            out.append(f"| packets lost during the updates | {u['lost']:,} of {u['tx_packets']:,} | 0: "
+            where = ""
+            if u["lost"]:
+                # What kdp counted: its rings full, or its named drops; the rest went missing outside kdp.
+                counted = [f"{port} {k} {n:,}" for port, c in u.get("kdp_ports", {}).items() for k, n in c.items() if n]
+                counted += [f"{k} {n:,}" for k, n in u.get("kdp_drops", {}).items()]
+                where = f" (kdp counted: {', '.join(counted) if counted else 'none'})"
+            out.append(f"| packets lost during the updates | {u['lost']:,} of {u['tx_packets']:,}{where} | 0: "
                        f"{goal(u['lost'] == 0)} |")
         return "\n".join(out)
 
