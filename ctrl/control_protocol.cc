@@ -274,11 +274,12 @@ const ArgSpec* find_arg(const VerbSpec& spec, std::string_view name) {
   return arg == spec.args.end() ? nullptr : &*arg;
 }
 
-// What only a whole request can be checked for (after its payload, if any).
+// An argument given in the line, or as a payload left as JSON text.
 bool has_arg(const Request& request, std::string_view name) {
   return request.args.contains(name) || (request.json_payload && request.json_payload->first == name);
 }
 
+// What only a whole request can be checked for (after its payload, if any).
 void check_complete(const Request& request, const VerbSpec& spec) {
   for (const ArgSpec& arg : spec.args)
     if (arg.required && !has_arg(request, arg.name))

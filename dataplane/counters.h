@@ -41,7 +41,6 @@ namespace kdp {
   X(ConntrackInvalid, "conntrack_invalid")                                  \
   X(ConntrackTcpOutOfWindow, "conntrack_tcp_out_of_window")                 \
   X(ConntrackFull, "conntrack_full")                                        \
-  X(ConntrackTupleClash, "conntrack_tuple_clash")                           \
   X(SnatPortsExhausted, "snat_ports_exhausted")                             \
   X(MasqueradeUnsupported, "masquerade_unsupported_protocol")               \
   X(ServiceNoEndpoints, "service_no_endpoints")                             \

@@ -394,8 +394,10 @@ void ServiceNat::translate_flows(Burst& burst, const FlowKey* keys, const TcpSeg
       Conntrack::CreateFailure failure;
       flow = ct.create(key, reply, kFlowDnat, slot->id, ctx_.now_s, TcpState::SynSent, &failure, &segments[k]);
       // The same client port already reaches this backend through another
-      // frontend: the kernel would pick another source port; kdp refuses.
-      if (failure == Conntrack::CreateFailure::ReplyTupleTaken) why = DropReason::ConntrackTupleClash;
+      // frontend. As the kernel's NAT does, the flow takes another source
+      // port (the client's address stays): a port of this worker's SNAT range.
+      if (failure == Conntrack::CreateFailure::ReplyTupleTaken)
+        flow = create_with_snat(ctx_, key, reply, kFlowDnat | kFlowSnat, slot->id, segments[k], why);
     }
     if (flow == nullptr) {
       burst.drop(i, why);

@@ -116,6 +116,57 @@ TEST_F(SnatExhaustionTest, TwoPortsServeTwoFlowsPerDestination) {
   EXPECT_EQ(tables->conntrack->counters().collisions.load(), 16u) << "the third flow tried both ports 16 times";
 }
 
+// Two ClusterIP Services with the one remote endpoint 10.244.2.5:8443.
+class SharedBackendTest : public DataplaneTest {
+ protected:
+  std::string extra_config() const override {
+    return "[nat]\nsnat_ports = \"40000-40001\"\n"
+           "[[service]]\nname = \"default/a\"\ncluster_ip = \"10.96.0.20\"\n"
+           "port = [{ protocol = \"TCP\", port = 443, target_port = 8443 }]\n"
+           "endpoint = [{ ip = \"10.244.2.5\", node = \"node-b\" }]\n"
+           "[[service]]\nname = \"default/b\"\ncluster_ip = \"10.96.0.21\"\n"
+           "port = [{ protocol = \"TCP\", port = 443, target_port = 8443 }]\n"
+           "endpoint = [{ ip = \"10.244.2.5\", node = \"node-b\" }]\n";
+  }
+};
+
+// A client port already reaching the backend through one Service opens a
+// connection through the other: the second flow's reply tuple is taken, so
+// it leaves with another source port, and the backend's answer to that port
+// comes back from the second Service to the client's own port.
+TEST_F(SharedBackendTest, ClashingReplyTupleTakesAnotherSourcePort) {
+  send_and_poll(kPod0, syn_to(ip("10.96.0.20"), 1001));
+  std::vector<Bytes> out = sent(kUp);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(ip_str_raw(ip_of(out[0]).dst_addr), "10.244.2.5");
+  EXPECT_EQ(source_port(out[0]), 1001);
+
+  send_and_poll(kPod0, syn_to(ip("10.96.0.21"), 1001));
+  out = sent(kUp);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(ip_str_raw(ip_of(out[0]).src_addr), "10.244.1.2") << "the client's address is kept";
+  EXPECT_EQ(ip_str_raw(ip_of(out[0]).dst_addr), "10.244.2.5");
+  EXPECT_EQ(source_port(out[0]), 40000);
+  EXPECT_EQ(total_drops(), 0u);
+  EXPECT_EQ(tables->conntrack->size(), 2u);
+
+  // The pod asks for its gateway, so kdp knows where the pod is.
+  send_and_poll(kPod0, arp_frame(kBroadcast, kPodMac, RTE_ARP_OP_REQUEST, kPodMac, kPodIp, kZeroMac, kGatewayIp));
+  control_poll();
+  sent_counts();
+  // The backend's SYN-ACK to the new port.
+  Bytes syn_ack = tcp(8443, 40000, {});
+  syn_ack[13] = RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG;
+  syn_ack[11] = 2;  // acknowledges the SYN (sequence number 1)
+  send_and_poll(kUp, ipv4_frame(mac("02:00:00:00:0a:01"), mac("02:00:00:00:0b:01"),
+                                {.src = ip("10.244.2.5"), .dst = kPodIp, .proto = IPPROTO_TCP}, syn_ack));
+  out = sent(kPod0);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(ip_str_raw(ip_of(out[0]).src_addr), "10.96.0.21");
+  EXPECT_EQ(source_port(out[0]), 443);
+  EXPECT_EQ(rte_be_to_cpu_16(*reinterpret_cast<const uint16_t*>(l4_of(out[0]) + 2)), 1001);
+}
+
 // ---- many Services ------------------------------------------------------------
 
 // 70,001 ClusterIP Services, one port and one remote endpoint each: more
