@@ -27,7 +27,6 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
-#include <utility>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -51,29 +50,20 @@ struct KdpError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Unmaps a whole mapping (its length kept with the pointer).
+struct Unmap {
+  size_t size = 0;
+  void operator()(char* p) const { ::munmap(p, size); }
+};
+
 // A file's bytes: a regular file's mapped, its pages taken from the page
 // cache as they are (reading a 14 MB List into fresh memory costs 6x more);
 // a pipe's, FIFO's or stdin's read to their end.
 struct FileBytes {
-  FileBytes() = default;
-  FileBytes(const FileBytes&) = delete;
-  FileBytes& operator=(const FileBytes&) = delete;
-  FileBytes(FileBytes&& other) noexcept
-      : mapped(std::exchange(other.mapped, nullptr)), size(other.size), stream(std::move(other.stream)) {}
-  FileBytes& operator=(FileBytes&& other) noexcept {
-    std::swap(mapped, other.mapped);
-    std::swap(size, other.size);
-    stream.swap(other.stream);
-    return *this;
-  }
-  ~FileBytes() {
-    if (mapped) ::munmap(mapped, size);
-  }
-  void* mapped = nullptr;
-  size_t size = 0;
+  std::unique_ptr<char, Unmap> mapped;
   std::string stream;
   std::string_view view() const {
-    return mapped ? std::string_view(static_cast<const char*>(mapped), size) : std::string_view(stream);
+    return mapped ? std::string_view(mapped.get(), mapped.get_deleter().size) : std::string_view(stream);
   }
 };
 
@@ -298,8 +288,7 @@ FileBytes read_file(const std::string& path) {
   // of a mapping).
   void* mapped = ::mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
   if (mapped == MAP_FAILED) throw UsageError(fmt::format("cannot read {}: {}", path, std::strerror(errno)));
-  out.mapped = mapped;
-  out.size = static_cast<size_t>(st.st_size);
+  out.mapped = std::unique_ptr<char, Unmap>(static_cast<char*>(mapped), {static_cast<size_t>(st.st_size)});
   return out;
 }
 
