@@ -1,11 +1,19 @@
+// rte_intr_instance_alloc and its setters are experimental in DPDK 22.11;
+// they are the only way to hand EAL's interrupt thread a descriptor.
+#define ALLOW_EXPERIMENTAL_API
 #include "drivers/eal.h"
 
 #include <rte_eal.h>
 #include <rte_errno.h>
+#include <rte_interrupts.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <fmt/format.h>
 
+#include <condition_variable>
 #include <filesystem>
+#include <mutex>
 #include <stdexcept>
 
 namespace kdp {
@@ -49,7 +57,79 @@ void init_eal(const std::vector<std::string>& args) {
     throw std::runtime_error(fmt::format("EAL initialisation failed: {}", rte_strerror(rte_errno)));
 }
 
+namespace {
+
+// An eventfd that EAL's interrupt thread serves, registered once and never
+// removed: adding or removing a source makes that thread rebuild its epoll
+// set, reading every source's handle, and one that net_memif leaves behind
+// lies in DPDK memory, unmapped by rte_eal_cleanup. A barrier that caused a
+// rebuild during the teardown would bring about the very crash it prevents.
+class InterruptThreadBarrier {
+ public:
+  // nullptr when the source cannot be set up (the wait is then skipped).
+  static InterruptThreadBarrier* get() {
+    static InterruptThreadBarrier* barrier = create();
+    return barrier;
+  }
+
+  // Returns once the interrupt thread has served a write made now. It serves
+  // ready descriptors in the order they became ready, so the handlers of
+  // everything ready before the write have run too.
+  void pass() {
+    std::unique_lock lock(mutex_);
+    const uint64_t target = ++written_;
+    eventfd_write(fd_, 1);
+    served_cv_.wait(lock, [&] { return served_ >= target; });
+  }
+
+ private:
+  static InterruptThreadBarrier* create() {
+    auto* b = new InterruptThreadBarrier;
+    b->fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    // Private: plain heap memory, still there after the EAL's teardown.
+    b->handle_ = rte_intr_instance_alloc(RTE_INTR_INSTANCE_F_PRIVATE);
+    if (b->fd_ >= 0 && b->handle_ != nullptr && rte_intr_fd_set(b->handle_, b->fd_) == 0 &&
+        rte_intr_type_set(b->handle_, RTE_INTR_HANDLE_EXT) == 0 &&
+        rte_intr_callback_register(b->handle_, on_ready, b) == 0)
+      return b;
+    if (b->handle_ != nullptr) rte_intr_instance_free(b->handle_);
+    if (b->fd_ >= 0) close(b->fd_);
+    delete b;
+    return nullptr;
+  }
+
+  static void on_ready(void* arg) {
+    auto* b = static_cast<InterruptThreadBarrier*>(arg);
+    eventfd_t writes = 0;
+    if (eventfd_read(b->fd_, &writes) != 0) return;
+    std::lock_guard lock(b->mutex_);
+    b->served_ += writes;
+    b->served_cv_.notify_all();
+  }
+
+  int fd_ = -1;
+  rte_intr_handle* handle_ = nullptr;
+  std::mutex mutex_;
+  std::condition_variable served_cv_;
+  uint64_t written_ = 0;
+  uint64_t served_ = 0;
+};
+
+}  // namespace
+
+void wait_for_interrupt_thread() {
+  if (rte_thread_is_intr()) return;
+  InterruptThreadBarrier* barrier = InterruptThreadBarrier::get();
+  if (barrier == nullptr) return;
+  // A pass may be served in the same batch as, and before, a handler that
+  // was ready earlier; the next pass comes after that handler, and a third
+  // after the epoll rebuild the handler may have asked for (net_memif
+  // unregistering a hung-up channel).
+  for (int pass = 0; pass < 3; ++pass) barrier->pass();
+}
+
 void cleanup_eal() {
+  wait_for_interrupt_thread();
   const std::string runtime_dir = rte_eal_get_runtime_dir();
   rte_eal_cleanup();
   std::error_code ignored;

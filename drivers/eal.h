@@ -20,9 +20,17 @@ bool is_vdev(const std::string& device);
 // Initialises the EAL; throws std::runtime_error with rte_strerror.
 void init_eal(const std::vector<std::string>& args);
 
-// rte_eal_cleanup, then removal of this process's runtime directory
-// (/var/run/dpdk/<file prefix>), which the EAL leaves behind: every run has
-// a prefix of its own, so they would pile up.
+// Returns once EAL's interrupt thread has handled every event pending at the
+// call, and what those handlers set off in turn. A PMD handles a peer's
+// hang-up there (net_memif frees its control channel with rte_free), so a
+// port just closed may still have work on that thread; the caller waits for
+// it before it closes the next port or tears the EAL down, whose memory that
+// work would touch. Does nothing when called on that thread.
+void wait_for_interrupt_thread();
+
+// wait_for_interrupt_thread, rte_eal_cleanup, then removal of this
+// process's runtime directory (/var/run/dpdk/<file prefix>), which the EAL
+// leaves behind: every run has a prefix of its own, so they would pile up.
 void cleanup_eal();
 
 }  // namespace kdp

@@ -126,12 +126,15 @@ PortInfo setup_port(const PortConfig& pc, const Config& config, rte_mempool* poo
   return info;
 }
 
+void close_port(uint16_t dpdk_id) {
+  rte_eth_dev_stop(dpdk_id);
+  rte_eth_dev_close(dpdk_id);  // flushes net_pcap's tx_pcap file
+  wait_for_interrupt_thread();
+}
+
 void stop_ports(const std::vector<PortInfo>& ports) {
-  for (const auto& p : ports) {
-    if (!p.in_use) continue;
-    rte_eth_dev_stop(p.dpdk_id);
-    rte_eth_dev_close(p.dpdk_id);  // flushes net_pcap's tx_pcap file
-  }
+  for (const auto& p : ports)
+    if (p.in_use) close_port(p.dpdk_id);
 }
 
 uint16_t probe_device(const std::string& device) {
@@ -142,10 +145,9 @@ uint16_t probe_device(const std::string& device) {
 void remove_port(uint16_t dpdk_id) {
   rte_eth_dev_info info{};
   const bool known = rte_eth_dev_info_get(dpdk_id, &info) == 0;
-  rte_eth_dev_stop(dpdk_id);
   // Closing releases the port; removing the device detaches it from its bus,
   // so its name (and the interface's packet socket) is free again.
-  rte_eth_dev_close(dpdk_id);
+  close_port(dpdk_id);
   if (known && info.device != nullptr) rte_dev_remove(info.device);
 }
 

@@ -29,7 +29,11 @@ std::vector<PortInfo> setup_ports(const Config& config, rte_mempool* pool, unsig
 // one TX queue per worker; throws with the port name on failure.
 PortInfo setup_port(const PortConfig& port, const Config& config, rte_mempool* pool, unsigned workers,
                     PortOffloads* offloads = nullptr);
-// Stops and closes the ports in use (a removed one is already closed).
+// Stops and closes a port, then waits for the interrupt thread to finish
+// what the close set off (a memif peer in this process hangs up), so that
+// neither races the next close nor the EAL's teardown.
+void close_port(uint16_t dpdk_id);
+// close_port for each port in use (a removed one is already closed).
 void stop_ports(const std::vector<PortInfo>& ports);
 
 // Hot-plug (pod.add / pod.del): probes a device string ("net_af_packet_x,

@@ -33,6 +33,7 @@
 #include "dataplane/rcu.h"
 #include "drivers/eal.h"
 #include "drivers/interrupt_unmap_guard.h"
+#include "drivers/ports.h"
 #include "tools/gen/engine.h"
 #include "tools/gen/report.h"
 
@@ -448,10 +449,7 @@ int run(const Options& o) {
   in.elapsed_s = elapsed;
   const nlohmann::json summary = summarize(in);
 
-  for (uint16_t id : port_ids) {
-    rte_eth_dev_stop(id);
-    rte_eth_dev_close(id);  // flushes net_pcap's tx_pcap file
-  }
+  for (uint16_t id : port_ids) close_port(id);
   if (o.json) fmt::print("{}\n", summary.dump());
   else fmt::print("{}", format_summary(summary));
   streams.clear();
