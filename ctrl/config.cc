@@ -474,10 +474,11 @@ void read_eal(const TableReader& root, Config::Eal& eal) {
 void read_workers(const TableReader& root, Config::Workers& workers) {
   if (!root.find("workers")) fail(root.source(), 0, "workers", "required table [workers] is missing");
   TableReader table = section(root, "workers");
-  table.reject_unknown_keys({"lcores", "main_lcore", "idle_sleep_us", "cpus"});
+  table.reject_unknown_keys({"lcores", "main_lcore", "idle_sleep_us", "realtime_priority", "cpus"});
 
   workers.main_lcore = table.uint("main_lcore", 0, kMaxLcore, 0);
   workers.idle_sleep_us = table.uint("idle_sleep_us", 0, 100000, 0);
+  workers.realtime_priority = table.uint("realtime_priority", 0, 99, 0);
 
   if (!table.find("lcores")) table.fail_at("lcores", "required key is missing");
   auto lcores = table.typed_array<int64_t>("lcores", "integers");
@@ -1163,6 +1164,7 @@ std::optional<std::string> immutable_difference(const Config& a, const Config& b
   KDP_SAME(workers.lcores, "workers.lcores");
   KDP_SAME(workers.main_lcore, "workers.main_lcore");
   KDP_SAME(workers.idle_sleep_us, "workers.idle_sleep_us");
+  KDP_SAME(workers.realtime_priority, "workers.realtime_priority");
   KDP_SAME(workers.cpus, "workers.cpus");
   KDP_SAME(mbufs.pool_size, "mbufs.pool_size");
   KDP_SAME(mbufs.cache_size, "mbufs.cache_size");

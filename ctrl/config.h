@@ -87,6 +87,7 @@ struct Config {
     std::vector<unsigned> lcores;   // worker lcores, at least one
     unsigned main_lcore = 0;        // runs the control thread; not in lcores
     unsigned idle_sleep_us = 0;     // 0: busy poll; else sleep this long after idle polls
+    unsigned realtime_priority = 0; // 1-99: worker lcores run SCHED_FIFO at this priority; 0: the default policy
     std::vector<unsigned> cpus;     // CPU each worker lcore runs on (lcores may share one, e.g. for
                                     // tests on a small machine); empty: the CPU numbered as the lcore
   } workers;

@@ -57,6 +57,12 @@ int run(const std::string& config_path, int exit_when_idle_ms, const std::string
   using namespace kdp;
   Config config = load_config_file(config_path);
   init_eal(build_eal_args(config, "kdp", getpid()));
+  try {
+    set_lcores_realtime(config.workers.lcores, config.workers.realtime_priority);
+  } catch (const std::exception& e) {
+    cleanup_eal();
+    throw std::runtime_error(fmt::format("workers.realtime_priority: {}", e.what()));
+  }
   // Lets dpdk-dumpcap / dpdk-pdump capture kdp's ports (--file-prefix of this instance).
   if (rte_pdump_init() != 0) fmt::print(stderr, "kdp: packet capture unavailable (rte_pdump_init failed)\n");
 

@@ -6,12 +6,16 @@
 #include <rte_eal.h>
 #include <rte_errno.h>
 #include <rte_interrupts.h>
+#include <rte_launch.h>
+#include <pthread.h>
+#include <sched.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
 
 #include <condition_variable>
+#include <cstring>
 #include <filesystem>
 #include <mutex>
 #include <stdexcept>
@@ -126,6 +130,23 @@ void wait_for_interrupt_thread() {
   // after the epoll rebuild the handler may have asked for (net_memif
   // unregistering a hung-up channel).
   for (int pass = 0; pass < 3; ++pass) barrier->pass();
+}
+
+void set_lcores_realtime(const std::vector<unsigned>& lcores, unsigned priority) {
+  if (priority == 0) return;
+  // Each lcore sets its own thread's policy; its return value is the errno.
+  auto set_own_policy = [](void* arg) -> int {
+    sched_param param{};
+    param.sched_priority = static_cast<int>(*static_cast<unsigned*>(arg));
+    return pthread_setschedparam(pthread_self(), SCHED_FIFO, &param);
+  };
+  for (unsigned lcore : lcores) {
+    if (rte_eal_remote_launch(set_own_policy, &priority, lcore) != 0)
+      throw std::runtime_error(fmt::format("lcore {} is busy", lcore));
+    if (int rc = rte_eal_wait_lcore(lcore); rc != 0)
+      throw std::runtime_error(
+          fmt::format("cannot run lcore {} as SCHED_FIFO at priority {}: {}", lcore, priority, std::strerror(rc)));
+  }
 }
 
 void cleanup_eal() {

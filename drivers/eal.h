@@ -28,6 +28,13 @@ void init_eal(const std::vector<std::string>& args);
 // work would touch. Does nothing when called on that thread.
 void wait_for_interrupt_thread();
 
+// Makes each lcore's thread SCHED_FIFO at priority (1-99), so that no
+// ordinary task on its CPU (a kernel thread compacting memory, a build)
+// holds it off for milliseconds while its rings fill; 0 leaves the policy
+// as it is. Throws std::runtime_error naming the lcore and the reason
+// (EPERM without CAP_SYS_NICE). Run before the lcores are launched.
+void set_lcores_realtime(const std::vector<unsigned>& lcores, unsigned priority);
+
 // wait_for_interrupt_thread, rte_eal_cleanup, then removal of this
 // process's runtime directory (/var/run/dpdk/<file prefix>), which the EAL
 // leaves behind: every run has a prefix of its own, so they would pile up.

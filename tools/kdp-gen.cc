@@ -70,6 +70,7 @@ struct Options {
   unsigned main_cpu = 0;
   unsigned drain_ms = 500;
   unsigned idle_sleep_us = 0;
+  unsigned realtime_priority = 0;
   double link_wait_s = 10;
   bool json = false;
 };
@@ -163,6 +164,11 @@ Options parse_options(int argc, char** argv) {
   app.add_option("--idle-sleep-us", o.idle_sleep_us,
                  "sleep this long when a pass neither sent nor received (paced runs: give the CPU back; "
                  "latencies then include up to this wait)")
+      ->capture_default_str();
+  app.add_option("--realtime-priority", o.realtime_priority,
+                 "run the worker lcores SCHED_FIFO at this priority (1-99), so that other tasks on their CPUs "
+                 "do not hold them off; 0: the default policy")
+      ->check(CLI::Range(0u, 99u))
       ->capture_default_str();
   app.add_option("--drain-ms", o.drain_ms, "after sending, keep receiving this long (or until all came back)")
       ->capture_default_str();
@@ -276,6 +282,12 @@ int run(const Options& o) {
   }
   const std::vector<std::string> eal_args = build_eal_args(eal_config, "kdp-gen", getpid());
   init_eal(eal_args);
+  try {
+    set_lcores_realtime(eal_config.workers.lcores, o.realtime_priority);
+  } catch (const std::exception& e) {
+    cleanup_eal();
+    throw std::runtime_error(fmt::format("--realtime-priority: {}", e.what()));
+  }
 
   const unsigned n_ports = o.devices.size();
   const unsigned cache = 256;

@@ -46,6 +46,7 @@ class NodeConfig:
     lcores: tuple = (1,)
     extra: str = ""  # raw TOML appended (e.g. "[bridge]\naging_s = 5\n")
     conntrack: dict = field(default_factory=dict)  # more [conntrack] keys (timeouts: {"udp_s": 2})
+    workers: dict = field(default_factory=dict)  # more [workers] keys ({"idle_sleep_us": 100})
 
     def to_toml(self) -> str:
         q = json.dumps  # TOML basic strings are JSON-compatible for our values
@@ -53,6 +54,7 @@ class NodeConfig:
         out += ["[eal]", f'args = ["--no-huge", "-m", "{self.memory_mb}", "--no-pci"]',
                 f"file_prefix = {q('kdp-test-' + uuid.uuid4().hex[:12])}"]
         out += ["[workers]", f"lcores = [{', '.join(str(c) for c in self.lcores)}]"]
+        out += [f"{k} = {q(v)}" for k, v in self.workers.items()]
         out += ["[conntrack]", f"max_flows = {self.max_flows}"] + [f"{k} = {q(v)}" for k, v in self.conntrack.items()]
         for p in self.ports:
             out += ["[[port]]", f"name = {q(p.name)}", f"role = {q(p.role)}", f"device = {q(p.device)}"]

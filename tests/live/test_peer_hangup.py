@@ -14,11 +14,15 @@ unmap for every departure.
 import json
 import signal
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from kdp_harness import KDP_GEN_BIN, NODE, UPLINK_MAC, NodeConfig, Port, control_socket_path, start_kdp, stop_kdp
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
+from kdp_harness import (KDP_GEN_BIN, NODE, UPLINK_MAC, NodeConfig, Port, control_socket_path,  # noqa: E402
+                         start_kdp, stop_kdp)
 
 GEN_A_MAC, GEN_B_MAC, NODE_B = "02:bb:00:00:00:0a", "02:bb:00:00:00:0b", "192.168.50.11"
 ROUNDS = 6

@@ -511,6 +511,12 @@ TEST(ConfigTest, WorkerScalarRanges) {
   EXPECT_EQ(error_of(insert_line(kMinimal, 8, "idle_sleep_us = 100001")),
             "node.toml:8: workers.idle_sleep_us: must be between 0 and 100000, got 100001");
   EXPECT_EQ(parse_config(insert_line(kMinimal, 8, "idle_sleep_us = 100000"), "n").workers.idle_sleep_us, 100000u);
+  EXPECT_EQ(error_of(insert_line(kMinimal, 8, "realtime_priority = 100")),
+            "node.toml:8: workers.realtime_priority: must be between 0 and 99, got 100");
+  EXPECT_EQ(error_of(insert_line(kMinimal, 8, "realtime_priority = \"high\"")),
+            "node.toml:8: workers.realtime_priority: must be an integer");
+  EXPECT_EQ(parse_config(insert_line(kMinimal, 8, "realtime_priority = 99"), "n").workers.realtime_priority, 99u);
+  EXPECT_EQ(parse_config(kMinimal, "n").workers.realtime_priority, 0u);  // the default policy
 }
 
 // ---- [mbufs], [dataplane], [bridge], [neighbors] --------------------------

@@ -321,6 +321,7 @@ TEST(DesiredStateTest, ImmutableDifferenceNamesTheKey) {
   EXPECT_EQ(changed("10.244.1.0/24", "10.244.3.0/24"), "node.pod_cidr");
   EXPECT_EQ(changed("192.168.50.10/24", "192.168.50.10/25"), "node.node_ip");
   EXPECT_EQ(changed("lcores = [1]", "lcores = [2]"), "workers.lcores");
+  EXPECT_EQ(changed("lcores = [1]", "lcores = [1]\nrealtime_priority = 10"), "workers.realtime_priority");
   EXPECT_EQ(changed("net_null0", "net_null1"), "port[0].device");
   EXPECT_EQ(immutable_difference(running, node("[nat]\nmasquerade_all = true\n")), "nat.masquerade_all");
   EXPECT_EQ(immutable_difference(running, node("[control]\nsocket = \"/tmp/x.sock\"\n")), "control.socket");
