@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,6 +121,17 @@ def start_kdp(config: NodeConfig, workdir: Path) -> tuple[subprocess.Popen, Path
     proc = subprocess.Popen([KDP_BIN, "--config", str(cfg_path), "--stats-json", str(stats_path)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return proc, stats_path
+
+
+def wait_for_control_socket(proc: subprocess.Popen, workdir: Path, timeout: float = 60) -> Path:
+    """Waits until kdp started by start_kdp() listens on its control socket; returns its path."""
+    sock = control_socket_path(workdir)
+    deadline = time.monotonic() + timeout
+    while not sock.exists():
+        assert proc.poll() is None, f"kdp exited {proc.returncode}: {proc.stderr.read()[-2000:]}"
+        assert time.monotonic() < deadline, "kdp did not start"
+        time.sleep(0.1)
+    return sock
 
 
 def stop_kdp(proc: subprocess.Popen, stats_path: Path, timeout: float = 20) -> KdpRun:

@@ -8,13 +8,13 @@ cuts GLIBC_TUNABLES up in place while reading it.)
 """
 import os
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
-from kdp_harness import NODE, UPLINK_MAC, NodeConfig, Port, control_socket_path, kdpctl, start_kdp, stop_kdp  # noqa: E402
+from kdp_harness import (NODE, UPLINK_MAC, NodeConfig, Port, kdpctl, start_kdp, stop_kdp,  # noqa: E402
+                         wait_for_control_socket)
 
 SERVICES = 3000
 THP_MODE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
@@ -60,12 +60,7 @@ def huge_kb_after_large_apply(tmp_path, tunables=None):
         os.environ.clear()
         os.environ.update(saved)
     try:
-        sock = control_socket_path(tmp_path)
-        deadline = time.monotonic() + 60
-        while not sock.exists():
-            assert proc.poll() is None, f"kdp exited {proc.returncode}: {proc.stderr.read()[-2000:]}"
-            assert time.monotonic() < deadline, "kdp did not start"
-            time.sleep(0.1)
+        sock = wait_for_control_socket(proc, tmp_path)
         big = tmp_path / "services.toml"
         big.write_text((tmp_path / "node.toml").read_text() + services_toml(SERVICES))
         kdpctl(sock, "apply", "-f", big, timeout=120)

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
-from kdp_harness import (KDP_GEN_BIN, NODE, UPLINK_MAC, NodeConfig, Port, control_socket_path,  # noqa: E402
-                         start_kdp, stop_kdp)
+from kdp_harness import (KDP_GEN_BIN, NODE, UPLINK_MAC, NodeConfig, Port, start_kdp, stop_kdp,  # noqa: E402
+                         wait_for_control_socket)
 
 GEN_A_MAC, GEN_B_MAC, NODE_B = "02:bb:00:00:00:0a", "02:bb:00:00:00:0b", "192.168.50.11"
 ROUNDS = 6
@@ -46,11 +46,7 @@ def memif_kdp(tmp_path):
         neighbors=[(NODE_B, GEN_B_MAC)],
         node=dict(NODE, node_ip="192.168.50.10/24", service_cidr="10.96.0.0/12"))
     proc, stats_path = start_kdp(cfg, tmp_path)
-    sock = control_socket_path(tmp_path)
-    deadline = time.monotonic() + 60
-    while not sock.exists():
-        assert proc.poll() is None and time.monotonic() < deadline, "kdp did not start"
-        time.sleep(0.1)
+    wait_for_control_socket(proc, tmp_path)
     try:
         yield proc, stats_path, sockets
     finally:
