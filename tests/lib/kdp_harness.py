@@ -79,7 +79,7 @@ class KdpRun:
         return {k: v for k, v in self.stats["drops"].items() if v}
 
     def port(self, name: str) -> dict:
-        return next(p for p in self.stats["ports"] if p["name"] == name)
+        return port_of(self.stats, name)
 
 
 def control_socket_path(workdir: Path) -> Path:
@@ -112,14 +112,20 @@ def run_kdp(config: NodeConfig, workdir: Path, exit_when_idle_ms: int = 300, tim
     return KdpRun(proc.returncode, proc.stdout, proc.stderr, stats)
 
 
-def start_kdp(config: NodeConfig, workdir: Path) -> tuple[subprocess.Popen, Path]:
-    """Starts kdp in the background (live tests); stop it with stop_kdp()."""
+def port_of(stats: dict, name: str) -> dict:
+    """The counters of port `name` in kdp's stats (kdpctl --json stats or --stats-json)."""
+    return next(p for p in stats["ports"] if p["name"] == name)
+
+
+def start_kdp(config: NodeConfig, workdir: Path, env: dict | None = None) -> tuple[subprocess.Popen, Path]:
+    """Starts kdp in the background (live tests); stop it with stop_kdp().
+    env: kdp's whole environment (default: this process's)."""
     workdir.mkdir(parents=True, exist_ok=True)
     cfg_path = workdir / "node.toml"
     cfg_path.write_text(config_text(config, workdir))
     stats_path = workdir / "stats.json"
     proc = subprocess.Popen([KDP_BIN, "--config", str(cfg_path), "--stats-json", str(stats_path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     return proc, stats_path
 
 

@@ -23,7 +23,8 @@ import pytest
 # test_live.py's topology and helpers (importing it puts tests/lib on sys.path).
 from test_live import (GATEWAY, NODE_IP, POD_A, POD_B, REMOTE_POD, SERVER_PYTHON, Topology,  # noqa: F401
                        assert_ping, ping, tools_present, wait_for)
-from kdp_harness import KDP_GEN_BIN, NODE, UPLINK_MAC, control_socket_path, kdp_stats, kdpctl, rss_kb  # noqa: E402
+from kdp_harness import (KDP_GEN_BIN, NODE, UPLINK_MAC, control_socket_path, kdp_stats, kdpctl, port_of,  # noqa: E402
+                         rss_kb)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="live tests need root for network namespaces")
 
@@ -157,10 +158,6 @@ def delta(after: dict, before: dict, *path) -> int:
     for key in path:
         a, b = a[key], b[key]
     return a - b
-
-
-def port_of(stats: dict, name: str) -> dict:
-    return next(p for p in stats["ports"] if p["name"] == name)
 
 
 def echo_client(topo, n, stop: Path):

@@ -46,19 +46,12 @@ def anon_huge_kb(pid):
 
 def huge_kb_after_large_apply(tmp_path, tunables=None):
     """kB of kdp's anonymous memory on huge pages after one apply of SERVICES Services."""
-    saved = os.environ.copy()
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
     if tunables is not None:
-        os.environ["GLIBC_TUNABLES"] = tunables
-    else:
-        os.environ.pop("GLIBC_TUNABLES", None)
-    try:
-        proc, stats_path = start_kdp(NodeConfig(ports=[Port("up0", "uplink", "net_null0", mac=UPLINK_MAC)],
-                                                node=dict(NODE, node_ip="192.168.50.10/24",
-                                                          service_cidr="10.96.0.0/12"),
-                                                workers={"idle_sleep_us": 100}), tmp_path)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+        env["GLIBC_TUNABLES"] = tunables
+    proc, stats_path = start_kdp(NodeConfig(ports=[Port("up0", "uplink", "net_null0", mac=UPLINK_MAC)],
+                                            node=dict(NODE, node_ip="192.168.50.10/24", service_cidr="10.96.0.0/12"),
+                                            workers={"idle_sleep_us": 100}), tmp_path, env=env)
     try:
         sock = wait_for_control_socket(proc, tmp_path)
         big = tmp_path / "services.toml"

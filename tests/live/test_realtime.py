@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 from kdp_harness import (KDP_BIN, KDP_GEN_BIN, NODE, UPLINK_MAC, NodeConfig, Port, config_text,  # noqa: E402
-                         control_socket_path, kdp_stats, start_kdp, stop_kdp, wait_for_control_socket)
+                         control_socket_path, kdp_stats, port_of, start_kdp, stop_kdp, wait_for_control_socket)
 
 GEN_A_MAC, GEN_B_MAC, NODE_B = "02:bb:00:00:00:0a", "02:bb:00:00:00:0b", "192.168.50.11"
 SCHED_FIFO = 1
@@ -57,7 +57,7 @@ def test_workers_run_sched_fifo_under_traffic(tmp_path):
         # Sampled once traffic reaches kdp: kdp-gen sets its lcores' policy
         # before it sends anything.
         deadline = time.monotonic() + 30
-        while next(p for p in kdp_stats(sock)["ports"] if p["name"] == "pod0")["rx"] == 0:
+        while port_of(kdp_stats(sock), "pod0")["rx"] == 0:
             assert gen.poll() is None, f"kdp-gen exited {gen.returncode}: {gen.stderr.read()[-2000:]}"
             assert time.monotonic() < deadline, "no traffic from kdp-gen reached kdp"
             time.sleep(0.05)

@@ -31,7 +31,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 from kdp_harness import (KDP_GEN_BIN, NODE, UPLINK_MAC, NodeConfig, Port, control_socket_path,  # noqa: E402
-                         kdp_stats, kdpctl, rss_kb, start_kdp, stop_kdp)
+                         kdp_stats, kdpctl, port_of, rss_kb, start_kdp, stop_kdp)
 
 SOAK_SECONDS = float(os.environ.get("KDP_SOAK_SECONDS", "600"))
 RATE = 20000           # packets per second: well within one shared core
@@ -193,8 +193,8 @@ def test_soak(memif_kdp, tmp_path, capsys):
     assert result.returncode == 0, f"kdp exited {result.returncode}:\n{result.stderr[-3000:]}"
 
     drops = {k: v - before["drops"][k] for k, v in after["drops"].items() if v != before["drops"][k]}
-    uplink = next(p for p in after["ports"] if p["name"] == "up0")
-    uplink_before = next(p for p in before["ports"] if p["name"] == "up0")
+    uplink = port_of(after, "up0")
+    uplink_before = port_of(before, "up0")
     tx_dropped = uplink["tx_dropped"] - uplink_before["tx_dropped"]
     counted = sum(v for k, v in drops.items() if k != "consumed")
     lost = sent - delivered - counted - tx_dropped
