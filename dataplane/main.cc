@@ -61,13 +61,8 @@ uint64_t total_packets(const std::vector<std::unique_ptr<kdp::WorkerContext>>& w
 int run(const std::string& config_path, int exit_when_idle_ms, const std::string& stats_json_path) {
   using namespace kdp;
   Config config = load_config_file(config_path);
-  init_eal(build_eal_args(config, "kdp", getpid()));
-  try {
-    set_lcores_realtime(config.workers.lcores, config.workers.realtime_priority);
-  } catch (const std::exception& e) {
-    cleanup_eal();
-    throw std::runtime_error(fmt::format("workers.realtime_priority: {}", e.what()));
-  }
+  EalSession eal(build_eal_args(config, "kdp", getpid()));
+  set_lcores_realtime(config.workers.lcores, config.workers.realtime_priority, "workers.realtime_priority");
   // Lets dpdk-dumpcap / dpdk-pdump capture kdp's ports (--file-prefix of this instance).
   if (rte_pdump_init() != 0) fmt::print(stderr, "kdp: packet capture unavailable (rte_pdump_init failed)\n");
 
@@ -111,8 +106,12 @@ int run(const std::string& config_path, int exit_when_idle_ms, const std::string
   launches.reserve(n_workers);
   for (unsigned w = 0; w < n_workers; ++w) {
     launches.push_back({workers[w].get(), config.workers.idle_sleep_us});
-    if (rte_eal_remote_launch(launch_worker, &launches.back(), config.workers.lcores[w]) != 0)
+    if (rte_eal_remote_launch(launch_worker, &launches.back(), config.workers.lcores[w]) != 0) {
+      // Those launched already stop before the tables they read go.
+      g_stop.store(true);
+      rte_eal_mp_wait_lcore();
       throw std::runtime_error(fmt::format("cannot launch worker on lcore {}", config.workers.lcores[w]));
+    }
   }
   fmt::print(stderr, "kdp: {} worker(s) running\n", n_workers);
 
@@ -158,7 +157,6 @@ int run(const std::string& config_path, int exit_when_idle_ms, const std::string
   channels.clear();
   unmap_guard.reset();
   tables.reset();
-  cleanup_eal();
   return 0;
 }
 

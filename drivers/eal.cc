@@ -5,6 +5,7 @@
 
 #include <rte_eal.h>
 #include <rte_errno.h>
+#include <rte_ethdev.h>
 #include <rte_interrupts.h>
 #include <rte_launch.h>
 #include <pthread.h>
@@ -19,6 +20,8 @@
 #include <filesystem>
 #include <mutex>
 #include <stdexcept>
+
+#include "drivers/ports.h"
 
 namespace kdp {
 
@@ -132,7 +135,7 @@ void wait_for_interrupt_thread() {
   for (int pass = 0; pass < 3; ++pass) barrier->pass();
 }
 
-void set_lcores_realtime(const std::vector<unsigned>& lcores, unsigned priority) {
+void set_lcores_realtime(const std::vector<unsigned>& lcores, unsigned priority, const std::string& setting) {
   if (priority == 0) return;
   // Each lcore sets its own thread's policy; its return value is the errno.
   auto set_own_policy = [](void* arg) -> int {
@@ -142,10 +145,10 @@ void set_lcores_realtime(const std::vector<unsigned>& lcores, unsigned priority)
   };
   for (unsigned lcore : lcores) {
     if (rte_eal_remote_launch(set_own_policy, &priority, lcore) != 0)
-      throw std::runtime_error(fmt::format("lcore {} is busy", lcore));
+      throw std::runtime_error(fmt::format("{}: lcore {} is busy", setting, lcore));
     if (int rc = rte_eal_wait_lcore(lcore); rc != 0)
-      throw std::runtime_error(
-          fmt::format("cannot run lcore {} as SCHED_FIFO at priority {}: {}", lcore, priority, std::strerror(rc)));
+      throw std::runtime_error(fmt::format("{}: cannot run lcore {} as SCHED_FIFO at priority {}: {}", setting,
+                                           lcore, priority, std::strerror(rc)));
   }
 }
 
@@ -155,6 +158,14 @@ void cleanup_eal() {
   rte_eal_cleanup();
   std::error_code ignored;
   std::filesystem::remove_all(runtime_dir, ignored);
+}
+
+EalSession::EalSession(const std::vector<std::string>& args) { init_eal(args); }
+
+EalSession::~EalSession() {
+  uint16_t port_id;
+  RTE_ETH_FOREACH_DEV(port_id) close_port(port_id);
+  cleanup_eal();
 }
 
 }  // namespace kdp

@@ -31,13 +31,28 @@ void wait_for_interrupt_thread();
 // Makes each lcore's thread SCHED_FIFO at priority (1-99), so that no
 // ordinary task on its CPU (a kernel thread compacting memory, a build)
 // holds it off for milliseconds while its rings fill; 0 leaves the policy
-// as it is. Throws std::runtime_error naming the lcore and the reason
+// as it is. Throws std::runtime_error starting with `setting` (the config
+// key or option the priority came from) and naming the lcore and the reason
 // (EPERM without CAP_SYS_NICE). Run before the lcores are launched.
-void set_lcores_realtime(const std::vector<unsigned>& lcores, unsigned priority);
+void set_lcores_realtime(const std::vector<unsigned>& lcores, unsigned priority, const std::string& setting);
 
 // wait_for_interrupt_thread, rte_eal_cleanup, then removal of this
 // process's runtime directory (/var/run/dpdk/<file prefix>), which the EAL
 // leaves behind: every run has a prefix of its own, so they would pile up.
 void cleanup_eal();
+
+// The EAL for one run of a program: init_eal when made. When it goes,
+// however the run ends (a start-up step that threw included), it closes
+// every port still open and calls cleanup_eal, so that no way out leaves a
+// peer's hang-up handler running on unmapped memory or a runtime directory
+// behind. Make it before anything that holds DPDK memory, so it goes last;
+// worker lcores must have returned by then.
+class EalSession {
+ public:
+  explicit EalSession(const std::vector<std::string>& args);
+  ~EalSession();
+  EalSession(const EalSession&) = delete;
+  EalSession& operator=(const EalSession&) = delete;
+};
 
 }  // namespace kdp

@@ -281,13 +281,8 @@ int run(const Options& o) {
     eal_config.ports.push_back(port);
   }
   const std::vector<std::string> eal_args = build_eal_args(eal_config, "kdp-gen", getpid());
-  init_eal(eal_args);
-  try {
-    set_lcores_realtime(eal_config.workers.lcores, o.realtime_priority);
-  } catch (const std::exception& e) {
-    cleanup_eal();
-    throw std::runtime_error(fmt::format("--realtime-priority: {}", e.what()));
-  }
+  EalSession eal(eal_args);
+  set_lcores_realtime(eal_config.workers.lcores, o.realtime_priority, "--realtime-priority");
 
   const unsigned n_ports = o.devices.size();
   const unsigned cache = 256;
@@ -396,6 +391,7 @@ int run(const Options& o) {
   auto pollers = std::make_unique<Rcu>(workers);
   auto unmap_guard = std::make_unique<InterruptUnmapGuard>(pollers->qsbr());
   const uint64_t start = rte_rdtsc();
+  const auto start_monotonic = std::chrono::steady_clock::now();
   for (auto& s : streams) s->start_tsc = start;
   for (unsigned w = 0; w < workers; ++w) {
     worker_state[w].stop_tx = &stop_tx;
@@ -404,8 +400,13 @@ int run(const Options& o) {
     worker_state[w].pollers = pollers.get();
     worker_state[w].id = w;
     const unsigned lcore = eal_config.workers.lcores[w];
-    if (rte_eal_remote_launch(run_worker, &worker_state[w], lcore) != 0)
+    if (rte_eal_remote_launch(run_worker, &worker_state[w], lcore) != 0) {
+      // Those launched already stop before their streams and queues go.
+      stop_tx.store(true);
+      stop.store(true);
+      rte_eal_mp_wait_lcore();
       throw std::runtime_error(fmt::format("cannot launch a worker on lcore {}", lcore));
+    }
   }
 
   auto total_sent = [&] {
@@ -459,6 +460,9 @@ int run(const Options& o) {
   in.flows = o.flows;
   in.new_flow_ratio = o.new_flow_ratio;
   in.elapsed_s = elapsed;
+  in.start_tsc = start;
+  in.start_monotonic_s = std::chrono::duration<double>(start_monotonic.time_since_epoch()).count();
+  for (const Worker& w : worker_state) in.workers.push_back(&w);
   const nlohmann::json summary = summarize(in);
 
   for (uint16_t id : port_ids) close_port(id);
@@ -469,7 +473,6 @@ int run(const Options& o) {
   unmap_guard.reset();
   pollers.reset();
   rte_mempool_free(pool);
-  cleanup_eal();
   return 0;
 }
 

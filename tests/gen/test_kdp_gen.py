@@ -171,6 +171,17 @@ def test_ring_loopback():
     assert summary["total"]["tx_mpps"] == pytest.approx(0.2, rel=0.2)
 
 
+def test_longest_pass_gap_is_reported():
+    # Paced with 3 ms sleeps when idle: each worker's longest gap between
+    # passes is at least one sleep, and ended within the run.
+    summary = run_gen("--port", f"net_ring_{uuid.uuid4().hex[:8]}", "--count", 2000, "--rate", 2000,
+                      "--proto", "udp", "--idle-sleep-us", 3000)
+    assert_clean_loop(summary, 2000)
+    [worker] = summary["workers"]
+    assert worker["longest_pass_gap_us"] >= 3000
+    assert 0 < worker["longest_pass_gap_end_s"] <= summary["elapsed_s"]
+
+
 def test_memif_pair_in_one_process(tmp_path):
     sock = tmp_path / "memif.sock"
     summary = run_gen("--port", f"net_memif0,role=server,socket={sock}", "--port", f"net_memif1,role=client,socket={sock}",

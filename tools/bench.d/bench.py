@@ -659,15 +659,26 @@ class Bench:
             summary = {}
             runner = threading.Thread(target=lambda: summary.update(gen.run(
                 *traffic, "--rate", rate, "--duration", duration, "--drain-ms", 500, timeout=300)))
+            phases = [(time.monotonic(), "the generator starting")]  # (CLOCK_MONOTONIC, what began)
+
+            def phase(what):
+                phases.append((time.monotonic(), what))
             runner.start()
             try:
                 time.sleep(1.0)
+                phase("the first large apply")
                 timed_apply(big, "apply")
+                phase("a pause")
                 time.sleep(1.0)
+                phase("the apply that removed them")
                 run([*ctl, "apply", "-f", small], timeout=300)
+                phase("a pause")
                 time.sleep(1.0)
+                phase("the second large apply")
                 timed_apply(big, "reapply")
+                phase("a pause")
                 time.sleep(1.0)
+                phase("the endpoint changes")
                 walls, applies, lives = [], [], []
                 for k in range(changes):
                     ep = endpoints[(k // 2) % len(endpoints)]  # removed, then added back
@@ -684,7 +695,9 @@ class Bench:
                 summarize("endpoint_live_ms", lives)
                 result["endpoint_changes"] = changes
 
+                phase("the Kubernetes List apply")
                 timed_apply(k8s_big, "k8s_apply")
+                phase("the watch stream")
                 # One watch stream, as `kubectl get ... --watch --output-watch-events -o json | kdpctl watch -f -`.
                 watch = subprocess.Popen([str(c) for c in (*ctl, "watch", "-f", "-")], stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE, text=True)
@@ -714,6 +727,7 @@ class Bench:
                 summarize("slice_wall_ms", walls)
                 summarize("slice_apply_ms", applies)
                 summarize("slice_live_ms", lives)
+                phase("the end of the updates")
             except Exception as e:
                 lines = str(e).strip().splitlines()
                 errors.append(" ".join(lines[:1] + lines[-1:])[:400])
@@ -723,6 +737,14 @@ class Bench:
             r = gen_result(summary)
             result.update(tx_packets=r["tx_packets"], rx_packets=r["rx_packets"],
                           lost=r["tx_packets"] - r["rx_packets"], offered_pps=rate, loss_pct=r["loss_pct"])
+            # The generator's longest time off its CPU, and what was going on:
+            # its receive ring (4,096 slots, 20 ms of this traffic) unread.
+            worst = max(summary.get("workers", []), key=lambda w: w["longest_pass_gap_us"], default=None)
+            if worst:
+                at = summary["start_monotonic_s"] + worst["longest_pass_gap_end_s"]
+                during = [what for t, what in phases if t <= at]
+                result["gen_longest_pass_gap_ms"] = worst["longest_pass_gap_us"] / 1e3
+                result["gen_longest_pass_gap_during"] = during[-1] if during else "before the run"
             stats = kdp.stats()
             result["services"] = stats["services"]
             drops = drops_of(stats)
@@ -877,6 +899,10 @@ class Bench:
                 where = f" (kdp counted: {', '.join(counted) if counted else 'none'})"
             out.append(f"| packets lost during the updates | {u['lost']:,} of {u['tx_packets']:,}{where} | 0: "
                        f"{goal(u['lost'] == 0)} |")
+            if "gen_longest_pass_gap_ms" in u:
+                out.append(f"| for diagnosis: the generator's longest time between two polls (its receive ring "
+                           f"holds 20 ms) | {u['gen_longest_pass_gap_ms']:.2f} ms, during "
+                           f"{u['gen_longest_pass_gap_during']} | |")
         return "\n".join(out)
 
     def targets(self):

@@ -147,7 +147,14 @@ int run_worker(void* arg) {
   bool tx_released = false;
   w.pollers->register_worker(w.id);
   w.pollers->online(w.id);
+  uint64_t pass_start = rte_rdtsc();
   while (!w.stop->load(std::memory_order_relaxed)) {
+    const uint64_t now = rte_rdtsc();
+    if (now - pass_start > w.longest_pass_gap_tsc) {
+      w.longest_pass_gap_tsc = now - pass_start;
+      w.longest_pass_gap_end_tsc = now;
+    }
+    pass_start = now;
     bool worked = false;
     if (!w.stop_tx->load(std::memory_order_relaxed)) {
       for (TxStream* s : w.tx) {

@@ -98,6 +98,10 @@ struct Worker {
   // unmapped only after every poller has left the burst it was in.
   Rcu* pollers = nullptr;
   unsigned id = 0;
+  // The longest time between the starts of two passes, and when it ended:
+  // a gap far over idle_sleep_us is time the lcore did not run (its CPU
+  // taken by another task), which a peer sees as a receive ring not read.
+  uint64_t longest_pass_gap_tsc = 0, longest_pass_gap_end_tsc = 0;
 };
 
 // Sets up the stream's cursors for its share of the tuple space.

@@ -150,9 +150,17 @@ json summarize(const RunSummaryInput& in) {
     total["received_of_sent"] = nullptr;
     total["loss"] = nullptr;
   }
+  json workers = json::array();
+  for (const Worker* w : in.workers) {
+    const bool seen = w->longest_pass_gap_end_tsc > in.start_tsc;
+    workers.push_back({{"longest_pass_gap_us", static_cast<double>(w->longest_pass_gap_tsc) * 1e6 / in.tsc_hz},
+                       {"longest_pass_gap_end_s",
+                        seen ? static_cast<double>(w->longest_pass_gap_end_tsc - in.start_tsc) / in.tsc_hz : 0.0}});
+  }
   return {{"proto", in.proto},        {"frame_size", in.frame_size}, {"flows", in.flows},
           {"new_flow_ratio", in.new_flow_ratio}, {"duration_s", tx_s},   {"elapsed_s", in.elapsed_s},
-          {"tsc_hz", in.tsc_hz},      {"ports", ports},              {"total", total}};
+          {"tsc_hz", in.tsc_hz},      {"start_monotonic_s", in.start_monotonic_s},
+          {"ports", ports},           {"total", total},              {"workers", workers}};
 }
 
 std::string format_summary(const json& s) {
@@ -193,6 +201,11 @@ std::string format_summary(const json& s) {
           p["tx"].get<bool>(), p["rx"].get<bool>());
   }
   if (s["ports"].size() > 1) block("total", s["total"], true, true);
+  for (size_t w = 0; w < s["workers"].size(); ++w) {
+    const json& j = s["workers"][w];
+    out += fmt::format("  worker {}: longest gap between passes {:.1f} µs, ending {:.3f} s after the start\n", w,
+                       j["longest_pass_gap_us"].get<double>(), j["longest_pass_gap_end_s"].get<double>());
+  }
   return out;
 }
 

@@ -27,12 +27,17 @@ struct RunSummaryInput {
   uint64_t flows = 0;
   double new_flow_ratio = 0;
   double elapsed_s = 0;  // the whole run, drain included
+  uint64_t start_tsc = 0;
+  double start_monotonic_s = 0;  // the same instant on CLOCK_MONOTONIC, to line the run up with other logs
+  std::vector<const Worker*> workers;
 };
 
 // Per port: tx/rx packets, bytes, Mpps, Gbps (frame bytes without FCS, over
 // the port's own first-to-last send or receive), TX cycles per packet,
 // loss (sent minus received anywhere, null without RX ports), reordering,
-// foreign packets and latency percentiles in µs; then totals.
+// foreign packets and latency percentiles in µs; then totals; then per
+// worker lcore its longest gap between passes and when it ended (seconds
+// after the start).
 nlohmann::json summarize(const RunSummaryInput& in);
 std::string format_summary(const nlohmann::json& summary);
 
