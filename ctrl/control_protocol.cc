@@ -518,26 +518,34 @@ class Exposition {
   void sample(const std::string& name, std::string_view type, std::string_view help, const std::string& labels,
               const json& value) {
     if (!value.is_number()) return;
-    if (std::find(declared_.begin(), declared_.end(), name) == declared_.end()) {
-      declared_.push_back(name);
-      out_ += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
-    }
+    declare(name, type, help);
     std::string number = value.is_number_float() ? fmt::format("{}", value.get<double>()) : value.dump();
     out_ += labels.empty() ? fmt::format("{} {}\n", name, number) : fmt::format("{}{{{}}} {}\n", name, labels, number);
   }
   // A histogram family from {"count", "sum", "buckets": [[le, cumulative count], ...]}.
-  void histogram(const std::string& name, std::string_view help, const json& h) {
+  // labels: "" or `name="value",...` for one series of the family.
+  void histogram(const std::string& name, std::string_view help, const json& h, const std::string& labels = "") {
     if (!h.is_object() || !h.contains("count") || !h.contains("sum") || !h.contains("buckets")) return;
-    out_ += fmt::format("# HELP {} {}\n# TYPE {} histogram\n", name, help, name);
+    declare(name, "histogram", help);
+    const std::string prefix = labels.empty() ? "" : labels + ",";
+    const std::string braces = labels.empty() ? "" : "{" + labels + "}";
     for (const json& bucket : h["buckets"])
       if (bucket.is_array() && bucket.size() == 2)
-        out_ += fmt::format("{}_bucket{{le=\"{}\"}} {}\n", name, bucket[0].get<double>(), bucket[1].dump());
-    out_ += fmt::format("{}_bucket{{le=\"+Inf\"}} {}\n", name, h["count"].dump());
-    out_ += fmt::format("{}_sum {}\n{}_count {}\n", name, h["sum"].get<double>(), name, h["count"].dump());
+        out_ += fmt::format("{}_bucket{{{}le=\"{}\"}} {}\n", name, prefix, bucket[0].get<double>(), bucket[1].dump());
+    out_ += fmt::format("{}_bucket{{{}le=\"+Inf\"}} {}\n", name, prefix, h["count"].dump());
+    out_ += fmt::format("{}_sum{} {}\n{}_count{} {}\n", name, braces, h["sum"].get<double>(), name, braces,
+                        h["count"].dump());
   }
   std::string take() { return std::move(out_); }
 
  private:
+  // A family's HELP and TYPE lines, before its first sample only.
+  void declare(const std::string& name, std::string_view type, std::string_view help) {
+    if (std::find(declared_.begin(), declared_.end(), name) != declared_.end()) return;
+    declared_.push_back(name);
+    out_ += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
+  }
+
   std::string out_;
   std::vector<std::string> declared_;
 };
@@ -590,12 +598,21 @@ std::string stats_to_prometheus(const json& stats) {
       {"learn_events", "kdp_worker_learn_events_total", "counter", "Learn events sent to the control thread."},
       {"learn_queue_full", "kdp_worker_learn_queue_full_total", "counter", "Learn events lost on a full queue."},
       {"idle_sleeps", "kdp_worker_idle_sleeps_total", "counter", "Idle sleeps."},
+      {"longest_poll_gap_s", "kdp_worker_longest_poll_gap_seconds", "gauge",
+       "Longest time between the starts of two polls, idle sleeps included."},
   };
-  if (auto workers = stats.find("workers"); workers != stats.end() && workers->is_array())
+  if (auto workers = stats.find("workers"); workers != stats.end() && workers->is_array()) {
     for (const Field& f : kWorkerFields)
       for (const json& w : *workers)
         if (w.is_object() && w.contains(f.key))
           x.sample(f.metric, f.type, f.help, label("worker", w.value("id", json(0))), w[f.key]);
+    for (const json& w : *workers)
+      if (w.is_object() && w.contains("poll_gap_s"))
+        x.histogram("kdp_worker_poll_gap_seconds",
+                    "Time between the starts of two polls: far over idle_sleep_us, the worker did not run (its CPU "
+                    "taken) while its RX rings filled.",
+                    w["poll_gap_s"], label("worker", w.value("id", json(0))));
+  }
 
   if (auto ct = stats.find("conntrack"); ct != stats.end() && ct->is_object())
     for (const auto& [name, value] : ct->items()) {

@@ -67,6 +67,10 @@ class Counter {
  public:
   void add(uint64_t n = 1) { value_.store(value_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
   uint64_t get() const { return value_.load(std::memory_order_relaxed); }
+  // For a maximum: keeps the larger of the value and v.
+  void raise_to(uint64_t v) {
+    if (v > value_.load(std::memory_order_relaxed)) value_.store(v, std::memory_order_relaxed);
+  }
 
  private:
   std::atomic<uint64_t> value_{0};
@@ -96,6 +100,13 @@ struct WorkerCounters {
   Counter busy_packets;  // packets those polls carried
   Counter polls;
   Counter idle_sleeps;
+  // Time between the starts of two polls, idle sleeps included: a gap far
+  // over idle_sleep_us is time the worker did not run (its CPU taken),
+  // during which its RX rings filled and its peers' went unread.
+  Counter poll_gap_cycles;  // all gaps together
+  Counter longest_poll_gap_cycles;
+  std::array<Counter, 6> poll_gaps_over;  // [i]: gaps longer than kPollGapMs[i]
 };
+inline constexpr std::array<unsigned, 6> kPollGapMs{1, 2, 5, 10, 20, 50};
 
 }  // namespace kdp

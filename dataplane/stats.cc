@@ -6,6 +6,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <array>
+
 #include "dataplane/burst.h"
 #include "drivers/interrupt_unmap_guard.h"
 
@@ -64,6 +67,21 @@ json collect_stats(const NodeTables& tables, const std::vector<std::unique_ptr<W
   out["stages"] = stages;
   out["drops"] = drops;
   out["workers"] = json::array();
+  const double hz = static_cast<double>(rte_get_tsc_hz());
+  // Cumulative buckets as the exposition format has them. Read from the
+  // longest bound down, and the poll count last: the worker counts a gap
+  // into the shorter bounds first, so what is read stays cumulative.
+  auto poll_gap_histogram = [hz](const WorkerCounters& c) {
+    std::array<uint64_t, kPollGapMs.size()> over;
+    for (size_t i = kPollGapMs.size(); i-- > 0;) over[i] = c.poll_gaps_over[i].get();
+    const uint64_t sum = c.poll_gap_cycles.get();
+    const uint64_t polls = c.polls.get();
+    const uint64_t count = std::max<uint64_t>(polls, 1) - 1;  // the first poll has no gap before it
+    json buckets = json::array();
+    for (size_t i = 0; i < kPollGapMs.size(); ++i)
+      buckets.push_back({kPollGapMs[i] / 1e3, count - std::min(count, over[i])});
+    return json{{"count", count}, {"sum", double(sum) / hz}, {"buckets", buckets}};
+  };
   for (const auto& w : workers) {
     const auto& c = w->counters;
     const uint64_t pkts = c.busy_packets.get();
@@ -76,7 +94,9 @@ json collect_stats(const NodeTables& tables, const std::vector<std::unique_ptr<W
                               {"injected", c.injected.get()},
                               {"learn_events", c.learn_events.get()},
                               {"learn_queue_full", c.learn_queue_full.get()},
-                              {"idle_sleeps", c.idle_sleeps.get()}});
+                              {"idle_sleeps", c.idle_sleeps.get()},
+                              {"longest_poll_gap_s", double(c.longest_poll_gap_cycles.get()) / hz},
+                              {"poll_gap_s", poll_gap_histogram(c)}});
   }
   const Conntrack& ct = *tables.conntrack;
   out["conntrack"] = {{"flows", ct.size()},

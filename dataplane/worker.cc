@@ -39,7 +39,12 @@ void count_tx_drops(rte_mbuf** unsent, uint16_t count, void* userdata) {
 
 WorkerContext::WorkerContext(unsigned worker_id, unsigned lcore_id, NodeTables& node_tables, WorkerChannels& ch,
                              unsigned workers)
-    : id(worker_id), lcore(lcore_id), queue(static_cast<uint16_t>(worker_id)), tables(node_tables), channels(ch) {
+    : id(worker_id),
+      lcore(lcore_id),
+      queue(static_cast<uint16_t>(worker_id)),
+      tables(node_tables),
+      channels(ch) {
+  for (size_t i = 0; i < kPollGapMs.size(); ++i) poll_gap_bounds[i] = rte_get_tsc_hz() / 1000 * kPollGapMs[i];
   icmp_errors.tokens_per_s = tables.config.dataplane.icmp_errors_per_s;
   const PortRange& snat = tables.config.nat.snat_ports;
   const unsigned share = (snat.high - snat.low + 1u) / workers;
@@ -62,6 +67,15 @@ WorkerContext::~WorkerContext() {
 
 unsigned poll_once(WorkerContext& ctx, Pipeline& pipeline) {
   const uint64_t start = rte_rdtsc();
+  if (ctx.now_tsc != 0) {
+    const uint64_t gap = start - ctx.now_tsc;
+    ctx.counters.poll_gap_cycles.add(gap);
+    ctx.counters.longest_poll_gap_cycles.raise_to(gap);
+    if (gap > ctx.poll_gap_bounds[0]) {  // rare
+      for (size_t i = 0; i < kPollGapMs.size() && gap > ctx.poll_gap_bounds[i]; ++i)
+        ctx.counters.poll_gaps_over[i].add();
+    }
+  }
   ctx.now_tsc = start;
   ctx.now_s = static_cast<uint32_t>(start / rte_get_tsc_hz());
   unsigned received = 0;

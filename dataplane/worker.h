@@ -86,8 +86,9 @@ struct alignas(64) WorkerContext {
   // meets an unallocated buffer.
   rte_eth_dev_tx_buffer* tx[kMaxPorts] = {};
   WorkerCounters counters;
-  uint64_t now_tsc = 0;
+  uint64_t now_tsc = 0;  // the current poll's start (0 before the first)
   uint32_t now_s = 0;
+  std::array<uint64_t, kPollGapMs.size()> poll_gap_bounds;  // kPollGapMs in TSC cycles
   TokenBucket icmp_errors;
   // This worker's share of [nat] snat_ports, so allocation takes no lock.
   uint16_t snat_port_low = 0, snat_port_high = 0, snat_port_next = 0;

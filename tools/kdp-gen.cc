@@ -65,6 +65,7 @@ struct Options {
   double rate_pps = 0;  // per TX port; 0: max
   double duration_s = 0;
   uint64_t count = 0;   // per TX port
+  uint64_t warmup_count = 0;  // per TX port, before the measured run
   unsigned burst = 32;
   std::vector<unsigned> worker_cpus;
   unsigned main_cpu = 0;
@@ -156,6 +157,11 @@ Options parse_options(int argc, char** argv) {
   app.add_option("--duration", o.duration_s, "seconds to send (default: until --count or Ctrl-C)")
       ->check(CLI::PositiveNumber);
   app.add_option("--count", o.count, "packets to send per TX port")->check(CLI::PositiveNumber);
+  app.add_option("--warmup", o.warmup_count,
+                 "first send this many packets per TX port at --rate and wait for them to come back, on the "
+                 "same connections, then measure from zero (a memif ring's first lap touches fresh shared "
+                 "memory on both sides)")
+      ->capture_default_str();
   app.add_option("--burst", o.burst, "packets per TX/RX burst")->check(CLI::Range(1u, kMaxBurst));
   app.add_option("--lcores", lcores, "CPUs for worker lcores, e.g. 1 or 2-5: one TX and RX queue per worker "
                                      "on every port")
@@ -390,24 +396,25 @@ int run(const Options& o) {
   // rings unmapped only once no worker can be reading them.
   auto pollers = std::make_unique<Rcu>(workers);
   auto unmap_guard = std::make_unique<InterruptUnmapGuard>(pollers->qsbr());
-  const uint64_t start = rte_rdtsc();
-  const auto start_monotonic = std::chrono::steady_clock::now();
-  for (auto& s : streams) s->start_tsc = start;
   for (unsigned w = 0; w < workers; ++w) {
     worker_state[w].stop_tx = &stop_tx;
     worker_state[w].stop = &stop;
     worker_state[w].idle_sleep_us = o.idle_sleep_us;
     worker_state[w].pollers = pollers.get();
     worker_state[w].id = w;
-    const unsigned lcore = eal_config.workers.lcores[w];
-    if (rte_eal_remote_launch(run_worker, &worker_state[w], lcore) != 0) {
-      // Those launched already stop before their streams and queues go.
-      stop_tx.store(true);
-      stop.store(true);
-      rte_eal_mp_wait_lcore();
-      throw std::runtime_error(fmt::format("cannot launch a worker on lcore {}", lcore));
-    }
   }
+  auto launch_workers = [&] {
+    for (unsigned w = 0; w < workers; ++w) {
+      const unsigned lcore = eal_config.workers.lcores[w];
+      if (rte_eal_remote_launch(run_worker, &worker_state[w], lcore) != 0) {
+        // Those launched already stop before their streams and queues go.
+        stop_tx.store(true);
+        stop.store(true);
+        rte_eal_mp_wait_lcore();
+        throw std::runtime_error(fmt::format("cannot launch a worker on lcore {}", lcore));
+      }
+    }
+  };
 
   auto total_sent = [&] {
     uint64_t n = 0;
@@ -420,13 +427,56 @@ int run(const Options& o) {
     return n;
   };
   auto seconds_since = [&](uint64_t from) { return static_cast<double>(rte_rdtsc() - from) / static_cast<double>(hz); };
+  auto all_done = [&] {
+    bool done = true;
+    for (const auto& s : streams) done &= s->done.load(std::memory_order_relaxed);
+    return done;
+  };
+  // No new bursts; what is still on its way back counts, up to --drain-ms;
+  // then the workers leave.
+  auto drain_and_stop = [&] {
+    stop_tx.store(true);
+    const uint64_t drain_start = rte_rdtsc();
+    while (!all_rx.empty() && !g_interrupted.load() && seconds_since(drain_start) * 1000 < o.drain_ms) {
+      if (all_done() && total_stamped() >= total_sent()) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    stop.store(true);
+    rte_eal_mp_wait_lcore();
+  };
+
+  // Warm-up on the connections the measured run will use, then every count
+  // from zero. Streams are made TX port by TX port, worker by worker.
+  uint64_t warmup_sent = 0, warmup_returned = 0;
+  if (o.warmup_count > 0) {
+    std::vector<uint64_t> limits;
+    const uint64_t warmup_start = rte_rdtsc();
+    for (size_t i = 0; i < streams.size(); ++i) {
+      const unsigned w = i % workers;
+      limits.push_back(streams[i]->limit);
+      restart(*streams[i], o.warmup_count / workers + (w < o.warmup_count % workers ? 1 : 0), warmup_start);
+    }
+    launch_workers();
+    while (!g_interrupted.load() && !all_done()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    drain_and_stop();
+    warmup_sent = total_sent();
+    warmup_returned = total_stamped();
+    for (size_t i = 0; i < streams.size(); ++i) restart(*streams[i], limits[i], 0);
+    for (auto& q : rx_queues) restart(*q);
+    for (Worker& w : worker_state) restart(w);
+    stop_tx.store(false);
+    stop.store(false);
+  }
+
+  const uint64_t start = rte_rdtsc();
+  const auto start_monotonic = std::chrono::steady_clock::now();
+  for (auto& s : streams) s->start_tsc = start;
+  launch_workers();
 
   // Sending: until every stream has its count, the duration is over or Ctrl-C.
   uint64_t last_report = start, last_sent = 0, last_stamped = 0;
   while (!g_interrupted.load()) {
-    bool all_done = true;
-    for (const auto& s : streams) all_done &= s->done.load(std::memory_order_relaxed);
-    if (all_done || (o.duration_s > 0 && seconds_since(start) >= o.duration_s)) break;
+    if (all_done() || (o.duration_s > 0 && seconds_since(start) >= o.duration_s)) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
     if (!o.json && seconds_since(last_report) >= 1.0) {
       const double dt = seconds_since(last_report);
@@ -438,17 +488,7 @@ int run(const Options& o) {
       last_stamped = stamped;
     }
   }
-  stop_tx.store(true);
-  // Draining: what is still on its way back counts, up to --drain-ms.
-  const uint64_t drain_start = rte_rdtsc();
-  while (!all_rx.empty() && !g_interrupted.load() && seconds_since(drain_start) * 1000 < o.drain_ms) {
-    bool released = true;
-    for (const auto& s : streams) released &= s->done.load(std::memory_order_relaxed);
-    if (released && total_stamped() >= total_sent()) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  stop.store(true);
-  rte_eal_mp_wait_lcore();
+  drain_and_stop();
   const double elapsed = seconds_since(start);
 
   RunSummaryInput in;
@@ -463,6 +503,8 @@ int run(const Options& o) {
   in.start_tsc = start;
   in.start_monotonic_s = std::chrono::duration<double>(start_monotonic.time_since_epoch()).count();
   for (const Worker& w : worker_state) in.workers.push_back(&w);
+  in.warmup_sent = warmup_sent;
+  in.warmup_returned = warmup_returned;
   const nlohmann::json summary = summarize(in);
 
   for (uint16_t id : port_ids) close_port(id);

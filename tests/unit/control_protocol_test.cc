@@ -448,6 +448,27 @@ TEST(ControlProtocolTest, UpdateLatencyHistograms) {
   EXPECT_NE(text.find("kdp_update_failures_total 1\n"), std::string::npos) << text;
 }
 
+TEST(ControlProtocolTest, PollGapHistogramPerWorker) {
+  auto gaps = [](int count, int over_1ms) {
+    return json{{"count", count}, {"sum", 0.25}, {"buckets", {{0.001, count - over_1ms}, {0.002, count}}}};
+  };
+  const json stats = {{"workers",
+                       {{{"id", 0}, {"longest_poll_gap_s", 0.0015}, {"poll_gap_s", gaps(100, 1)}},
+                        {{"id", 1}, {"longest_poll_gap_s", 0.0002}, {"poll_gap_s", gaps(50, 0)}}}}};
+  const std::string text = stats_to_prometheus(stats);
+  for (const char* expected : {
+           "kdp_worker_longest_poll_gap_seconds{worker=\"0\"} 0.0015\n",
+           "# TYPE kdp_worker_poll_gap_seconds histogram\n",
+           "kdp_worker_poll_gap_seconds_bucket{worker=\"0\",le=\"0.001\"} 99\n",
+           "kdp_worker_poll_gap_seconds_bucket{worker=\"0\",le=\"+Inf\"} 100\n",
+           "kdp_worker_poll_gap_seconds_sum{worker=\"0\"} 0.25\nkdp_worker_poll_gap_seconds_count{worker=\"0\"} 100\n",
+           "kdp_worker_poll_gap_seconds_bucket{worker=\"1\",le=\"0.002\"} 50\n",
+       })
+    EXPECT_NE(text.find(expected), std::string::npos) << expected << "\nin:\n" << text;
+  // Both workers' series under one HELP/TYPE.
+  EXPECT_EQ(text.find("# TYPE kdp_worker_poll_gap_seconds"), text.rfind("# TYPE kdp_worker_poll_gap_seconds"));
+}
+
 // ---- pod.add / pod.del / pod.list ---------------------------------------------
 
 TEST(ControlProtocolTest, PodVerbsTakeTypedArgs) {

@@ -131,6 +131,25 @@ unsigned rx_step(RxQueue& q) {
 
 }  // namespace
 
+void restart(TxStream& s, uint64_t limit, uint64_t start_tsc) {
+  s.limit = limit;
+  s.start_tsc = start_tsc;
+  s.built = 0;
+  s.pending_count = s.pending_sent = 0;
+  for (Counter* c : {&s.sent, &s.alloc_failures, &s.fresh_wrapped, &s.tx_cycles}) c->reset();
+  s.first_tx_tsc = s.last_tx_tsc = 0;
+  s.done.store(limit == 0, std::memory_order_relaxed);
+}
+
+void restart(RxQueue& q) {
+  for (RxStreamState& st : q.streams) st.received = 0;
+  q.latency = LatencyHistogram();
+  for (Counter* c : {&q.packets, &q.bytes, &q.stamped, &q.foreign, &q.reordered}) c->reset();
+  q.first_rx_tsc = q.last_rx_tsc = 0;
+}
+
+void restart(Worker& w) { w.longest_pass_gap_tsc = w.longest_pass_gap_end_tsc = 0; }
+
 void init_flows(TxStream& s, const FlowSpace& space, uint64_t flows, double new_flow_ratio, unsigned stream_count) {
   s.space = space;
   s.flows = flows;
@@ -147,6 +166,12 @@ int run_worker(void* arg) {
   bool tx_released = false;
   w.pollers->register_worker(w.id);
   w.pollers->online(w.id);
+  // One receive pass before anything is sent: a memif client hands its peer
+  // the free slots of a receive ring only from its first rx_burst on, and
+  // until then the peer's sends toward it fail (a NIC posts its ring at
+  // start). Without it, a DUT that forwards our first burst before this
+  // lcore's first receive drops that burst.
+  for (RxQueue* q : w.rx) rx_step(*q);
   uint64_t pass_start = rte_rdtsc();
   while (!w.stop->load(std::memory_order_relaxed)) {
     const uint64_t now = rte_rdtsc();

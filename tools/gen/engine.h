@@ -29,6 +29,7 @@ class Counter {
  public:
   void add(uint64_t n) { value_.store(value_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
   uint64_t get() const { return value_.load(std::memory_order_relaxed); }
+  void reset() { value_.store(0, std::memory_order_relaxed); }
 
  private:
   std::atomic<uint64_t> value_{0};
@@ -103,6 +104,14 @@ struct Worker {
   // taken by another task), which a peer sees as a receive ring not read.
   uint64_t longest_pass_gap_tsc = 0, longest_pass_gap_end_tsc = 0;
 };
+
+// After a warm-up, before the measured run (no lcore running): counts,
+// time stamps and latencies back to zero, `limit` packets to send from
+// `start_tsc`. Sequence numbers and flow cursors go on where they were, so
+// receivers see one stream.
+void restart(TxStream& stream, uint64_t limit, uint64_t start_tsc);
+void restart(RxQueue& queue);
+void restart(Worker& worker);
 
 // Sets up the stream's cursors for its share of the tuple space.
 void init_flows(TxStream& stream, const FlowSpace& space, uint64_t flows, double new_flow_ratio,

@@ -160,7 +160,8 @@ json summarize(const RunSummaryInput& in) {
   return {{"proto", in.proto},        {"frame_size", in.frame_size}, {"flows", in.flows},
           {"new_flow_ratio", in.new_flow_ratio}, {"duration_s", tx_s},   {"elapsed_s", in.elapsed_s},
           {"tsc_hz", in.tsc_hz},      {"start_monotonic_s", in.start_monotonic_s},
-          {"ports", ports},           {"total", total},              {"workers", workers}};
+          {"ports", ports},           {"total", total},              {"workers", workers},
+          {"warmup", {{"tx_packets", in.warmup_sent}, {"returned", in.warmup_returned}}}};
 }
 
 std::string format_summary(const json& s) {

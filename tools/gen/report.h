@@ -30,6 +30,7 @@ struct RunSummaryInput {
   uint64_t start_tsc = 0;
   double start_monotonic_s = 0;  // the same instant on CLOCK_MONOTONIC, to line the run up with other logs
   std::vector<const Worker*> workers;
+  uint64_t warmup_sent = 0, warmup_returned = 0;  // --warmup, not in the counts above
 };
 
 // Per port: tx/rx packets, bytes, Mpps, Gbps (frame bytes without FCS, over
