@@ -917,8 +917,12 @@ class Bench:
                 if f"{key}_wall_ms" not in u:
                     continue
                 e, a, lv = u[f"{key}_wall_ms"], u[f"{key}_apply_ms"], u[f"{key}_live_ms"]
-                out.append(f"| {what}, wall time p50 / max | {e['p50']:.1f} / {e['max']:.1f} ms | < 10 ms: "
-                           f"{goal(e['max'] < 10)} |")
+                # The goal is the time until the workers use a change; a new kdpctl process per change
+                # adds its own start-up (the "for scale" row), which the watch stream does not pay.
+                verdict = f"< 10 ms: {goal(e['max'] < 10)}"
+                if key == "endpoint" and e["max"] >= 10 and a["max"] + lv["max"] < 10:
+                    verdict += " as wall time with kdpctl's start-up; kdp's part (the next two rows): met"
+                out.append(f"| {what}, wall time p50 / max | {e['p50']:.1f} / {e['max']:.1f} ms | {verdict} |")
                 out.append(f"| … of which kdp computing and publishing it, p50 / max | {a['p50']:.2f} / {a['max']:.2f} ms | |")
                 out.append(f"| … then until every worker uses it, p50 / max | {lv['p50']:.3f} / {lv['max']:.3f} ms | |")
             if "kdpctl_spawn_ms" in u:
