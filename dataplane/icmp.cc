@@ -123,9 +123,14 @@ void Icmp::process(Burst& burst) {
     // The packet counts once, under the reason that stopped it; the error
     // sent in its place (or why none was) is counted apart.
     const auto reason = static_cast<DropReason>(md.drop_reason);
+    const bool translated = md.flags & kFlagNatDone;  // make_error starts the flags afresh
     const IcmpErrorOutcome outcome = make_error(m, source);
     ctx_.counters.icmp_errors[static_cast<unsigned>(outcome)].add();
     if (outcome == IcmpErrorOutcome::Sent) {
+      // About a packet ServiceNat rewrote (TTL exceeded or no route after
+      // DNAT): its sender must recognise the packet it sent, as Linux's NAT
+      // makes the errors it sends itself.
+      if (translated) translate_icmp_error(*ctx_.tables.conntrack, m);
       ctx_.counters.drops[static_cast<unsigned>(reason)].add();
       burst.output(i, md.in_port);
     } else {

@@ -104,14 +104,18 @@ int run(const std::string& config_path, int exit_when_idle_ms, const std::string
   std::signal(SIGTERM, on_signal);
   std::vector<WorkerLaunch> launches;
   launches.reserve(n_workers);
-  for (unsigned w = 0; w < n_workers; ++w) {
-    launches.push_back({workers[w].get(), config.workers.idle_sleep_us});
-    if (rte_eal_remote_launch(launch_worker, &launches.back(), config.workers.lcores[w]) != 0) {
-      // Those launched already stop before the tables they read go.
+  // However this function is left from here on (a launch that fails, an
+  // exception), the workers stop before the tables and ports they use go.
+  struct StopWorkers {
+    ~StopWorkers() {
       g_stop.store(true);
       rte_eal_mp_wait_lcore();
-      throw std::runtime_error(fmt::format("cannot launch worker on lcore {}", config.workers.lcores[w]));
     }
+  } stop_workers;
+  for (unsigned w = 0; w < n_workers; ++w) {
+    launches.push_back({workers[w].get(), config.workers.idle_sleep_us});
+    if (rte_eal_remote_launch(launch_worker, &launches.back(), config.workers.lcores[w]) != 0)
+      throw std::runtime_error(fmt::format("cannot launch worker on lcore {}", config.workers.lcores[w]));
   }
   fmt::print(stderr, "kdp: {} worker(s) running\n", n_workers);
 

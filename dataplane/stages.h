@@ -52,6 +52,13 @@ class ServiceNat final : StageBase {
                        unsigned n_keyed);
 };
 
+// An ICMP error about a packet of a tracked, NATed flow, translated like the
+// flow: the quoted header back to what its sender sent, the outer addresses
+// to that sender (and to the VIP when the far end itself reports). For
+// errors that arrive (ServiceNat) and those kdp makes about a packet it had
+// translated (Icmp). Returns false for an error about no tracked flow.
+bool translate_icmp_error(Conntrack& ct, rte_mbuf* m);
+
 class Router final : StageBase {
  public:
   using StageBase::StageBase;

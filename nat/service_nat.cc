@@ -126,6 +126,8 @@ DropReason drop_reason_of(Conntrack::Verdict v) {
 
 bool is_icmp_error(uint8_t type) { return type == 3 || type == 4 || type == 11 || type == 12; }
 
+}  // namespace
+
 // An ICMP error about a packet of a tracked flow (destination unreachable,
 // fragmentation needed, time exceeded) is translated like the flow: the
 // quoted header back to what its receiver sent, the outer addresses to the
@@ -165,14 +167,18 @@ bool translate_icmp_error(Conntrack& ct, rte_mbuf* m) {
   const FlowKey& seen = ref.dir == FlowDir::Original ? ref.entry->orig : ref.entry->reply;
   const FlowKey& want = ref.dir == FlowDir::Original ? ref.entry->reply : ref.entry->orig;
 
-  // Quoted header: addresses and ports as its sender knows them. Only the
-  // first 8 L4 bytes are quoted: a TCP checksum is not among them.
+  // Quoted header: addresses and ports as its sender knows them, and the
+  // quoted L4 checksum with them where the quote holds it: a UDP one (if
+  // used) always, a TCP one when more than the 8 L4 bytes of RFC 792 are
+  // quoted (RFC 1812 routers, kdp itself).
   const uint32_t new_src = static_cast<uint32_t>(want.src_ip), new_dst = static_cast<uint32_t>(want.dst_ip);
-  uint16_t udp_sum = 0;
-  const bool fix_udp = inner->next_proto_id == IPPROTO_UDP && (udp_sum = load16(inner_l4 + 6)) != 0;
-  if (fix_udp) {
-    udp_sum = checksum_replace32(udp_sum, inner->src_addr, new_src);
-    udp_sum = checksum_replace32(udp_sum, inner->dst_addr, new_dst);
+  uint8_t* l4_sum = nullptr;
+  if (inner->next_proto_id == IPPROTO_UDP && load16(inner_l4 + 6) != 0) l4_sum = inner_l4 + 6;
+  if (inner->next_proto_id == IPPROTO_TCP && 8 + inner_ihl + 18 <= icmp_len) l4_sum = inner_l4 + 16;
+  uint16_t sum = l4_sum != nullptr ? load16(l4_sum) : 0;
+  if (l4_sum != nullptr) {
+    sum = checksum_replace32(sum, inner->src_addr, new_src);
+    sum = checksum_replace32(sum, inner->dst_addr, new_dst);
   }
   inner->hdr_checksum = checksum_replace32(inner->hdr_checksum, inner->src_addr, new_src);
   inner->hdr_checksum = checksum_replace32(inner->hdr_checksum, inner->dst_addr, new_dst);
@@ -182,10 +188,10 @@ bool translate_icmp_error(Conntrack& ct, rte_mbuf* m) {
     // the identifier is the one port of an echo
     store16(inner_l4 + 4, static_cast<uint16_t>(inner_l4[0] == RTE_IP_ICMP_ECHO_REQUEST ? want.src_port : want.dst_port));
   } else {
-    if (fix_udp) {
-      udp_sum = checksum_replace16(udp_sum, load16(inner_l4), static_cast<uint16_t>(want.src_port));
-      udp_sum = checksum_replace16(udp_sum, load16(inner_l4 + 2), static_cast<uint16_t>(want.dst_port));
-      store16(inner_l4 + 6, udp_sum == 0 ? 0xffff : udp_sum);
+    if (l4_sum != nullptr) {
+      sum = checksum_replace16(sum, load16(inner_l4), static_cast<uint16_t>(want.src_port));
+      sum = checksum_replace16(sum, load16(inner_l4 + 2), static_cast<uint16_t>(want.dst_port));
+      store16(l4_sum, inner->next_proto_id == IPPROTO_UDP && sum == 0 ? 0xffff : sum);
     }
     store16(inner_l4, static_cast<uint16_t>(want.src_port));
     store16(inner_l4 + 2, static_cast<uint16_t>(want.dst_port));
@@ -204,6 +210,8 @@ bool translate_icmp_error(Conntrack& ct, rte_mbuf* m) {
   store16(icmp + 2, static_cast<uint16_t>(~rte_raw_cksum(icmp, icmp_len)));
   return true;
 }
+
+namespace {
 
 uint64_t pack_backend(const BackendWire& b) {
   return uint64_t{static_cast<uint32_t>(b.ip)} << 16 | static_cast<uint16_t>(b.port);

@@ -6,7 +6,8 @@ with fresh checksums, so kdp's incremental updates are checked byte for byte.
 Pod ports are listed before the uplink where a reply arrives on another
 port than its request: kdp polls ports in config order, so the request has
 made its flow before the reply is read."""
-from golden import (GW_MAC, NODE_IP, PODS, REMOTE_NODE_IP, REMOTE_NODE_MAC, REMOTE_POD_IP, ROUTES, UPLINK,
+import pytest
+from golden import (GW_IP, GW_MAC, NODE_IP, PODS, REMOTE_NODE_IP, REMOTE_NODE_MAC, REMOTE_POD_IP, ROUTES, UPLINK,
                     UPLINK_MAC, ICMP, IP, TCP, UDP, Ether, assert_frame, icmp_checksum_valid, pod_frame, replay,
                     translated, uplink_frame)
 
@@ -246,3 +247,31 @@ def test_ping_to_cluster_ip_rejected(tmp_path):
     r = nat_run(tmp_path, {"pod0": [echo]})
     expect_port_unreachable(r, echo, VIP)
     assert r.drops() == {"service_unknown_port": 1}
+
+
+# name: (ingress port, a SYN that expires in kdp's router once translated, the address kdp answers from)
+EXPIRED_AFTER_DNAT = {
+    "pod-to-cluster-ip": ("pod0", pod_frame(0) / IP(src=POD_A_IP, dst=VIP, ttl=1) /
+                          TCP(sport=40001, dport=80, flags="S", seq=7), GW_IP),
+    "outside-to-node-port": (UPLINK, uplink_frame(src_mac=OUTSIDE_MAC) / IP(src=OUTSIDE_IP, dst=NODE_IP, ttl=1) /
+                             TCP(sport=51001, dport=30080, flags="S", seq=9), NODE_IP),
+}
+
+
+@pytest.mark.parametrize("case", EXPIRED_AFTER_DNAT, ids=str)
+def test_icmp_error_kdp_makes_after_dnat_quotes_what_was_sent(tmp_path, case):
+    """A SYN to a Service with TTL 1 is translated, then expires in kdp's
+    router: the time exceeded reaches its sender quoting the SYN as sent (to
+    the Service's address and port, checksums included), as Linux's NAT
+    makes the errors it sends itself; a quote of the translated packet would
+    match none of the client's sockets (traceroute, path MTU discovery)."""
+    ingress, syn, our_ip = EXPIRED_AFTER_DNAT[case]
+    r = nat_run(tmp_path, {ingress: [syn]})
+    sent = Ether(bytes(syn))
+    our_mac = GW_MAC if ingress != UPLINK else UPLINK_MAC
+    expected = (Ether(src=our_mac, dst=sent.src) /
+                IP(tos=0xC0, id=0, flags=0, ttl=64, proto=1, src=our_ip, dst=sent[IP].src) /
+                ICMP(type=11, code=0, unused=0) / bytes(sent[IP]))
+    assert [len(r.out[p]) for p in POD_FIRST] == [int(p == ingress) for p in POD_FIRST]
+    assert_frame(r.out[ingress][0], bytes(expected), "time exceeded")
+    assert r.drops() == {"ttl_exceeded": 1}
