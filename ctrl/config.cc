@@ -17,6 +17,15 @@ namespace kdp {
 
 std::string PortRange::to_string() const { return fmt::format("{}-{}", low, high); }
 
+std::string_view port_role_name(PortRole role) {
+  switch (role) {
+    case PortRole::Uplink: return "uplink";
+    case PortRole::Pod: return "pod";
+    case PortRole::Host: return "host";
+  }
+  return "?";
+}
+
 const PortConfig* Config::find_port(std::string_view name) const {
   for (const PortConfig& port : ports)
     if (port.name == name) return &port;
@@ -570,8 +579,14 @@ void read_ports(const TableReader& root, std::vector<PortConfig>& ports) {
       port.role = PortRole::Uplink;
     else if (role == "pod")
       port.role = PortRole::Pod;
+    else if (role == "host")
+      port.role = PortRole::Host;
     else
-      table.fail_at("role", fmt::format("must be \"uplink\" or \"pod\", got {}", quoted(role)));
+      table.fail_at("role", fmt::format("must be \"uplink\", \"pod\" or \"host\", got {}", quoted(role)));
+    if (port.role == PortRole::Host)
+      for (size_t j = 0; j < ports.size(); ++j)
+        if (ports[j].role == PortRole::Host)
+          table.fail_at("role", fmt::format("port[{}] is already the host port; the node has one network stack", j));
 
     port.device = table.required_string("device");
     if (port.device.empty()) table.fail_at("device", "must not be empty");
@@ -612,7 +627,8 @@ void check_route(const Config& config, const std::vector<RouteConfig>& earlier, 
     const PortConfig* port = config.find_port(route.port);
     if (!port) fail("port", fmt::format("no [[port]] is named {}", quoted(route.port)));
     if (port->role != PortRole::Uplink)
-      fail("port", fmt::format("{} is a pod port; routes must leave through an uplink port", quoted(route.port)));
+      fail("port", fmt::format("{} is a {} port; routes must leave through an uplink port", quoted(route.port),
+                               port_role_name(port->role)));
     return;
   }
   for (const PortConfig& port : config.ports)
@@ -655,8 +671,11 @@ void read_static_neighbors(const TableReader& root, const Config& config, std::v
     neighbor.mac = table.required_unicast_mac("mac");
 
     if (auto port_name = table.optional_string("port")) {
-      if (!config.find_port(*port_name))
-        table.fail_at("port", fmt::format("no [[port]] is named {}", quoted(*port_name)));
+      const PortConfig* port = config.find_port(*port_name);
+      if (!port) table.fail_at("port", fmt::format("no [[port]] is named {}", quoted(*port_name)));
+      if (port->role == PortRole::Host)
+        table.fail_at("port", fmt::format("{} is the host port, whose one neighbour is the node itself",
+                                          quoted(*port_name)));
       neighbor.port = *port_name;
     }
     neighbors.push_back(std::move(neighbor));
@@ -1141,6 +1160,21 @@ Config load_config_file(const std::string& path) {
   // A directory opens fine on Linux and fails here, with errno saying why.
   if (std::ferror(file.get())) throw ConfigError(fmt::format("{}: cannot read: {}", path, std::strerror(errno)));
   return parse_config(text, path);
+}
+
+std::optional<std::string> host_port_conflict(const Config& config, const PortRange& kernel_ports) {
+  // A reply to the node's own connection arrives at node_ip on the port the
+  // kernel chose; kdp must not take it for a SNAT flow or a node port.
+  auto conflict = [&](const char* key, const PortRange& range) {
+    return fmt::format(
+        "{}: {} overlaps the kernel's ephemeral ports {} (sysctl net.ipv4.ip_local_port_range), which the node's "
+        "own connections through the host port use; make the two ranges disjoint",
+        key, range.to_string(), kernel_ports.to_string());
+  };
+  if (config.nat.snat_ports.overlaps(kernel_ports)) return conflict("nat.snat_ports", config.nat.snat_ports);
+  if (config.nat.node_port_range.overlaps(kernel_ports))
+    return conflict("nat.node_port_range", config.nat.node_port_range);
+  return std::nullopt;
 }
 
 std::optional<std::string> unicast_address_problem(Ipv4 ip) { return special_address_problem(ip); }

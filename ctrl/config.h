@@ -21,7 +21,11 @@ class ConfigError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-enum class PortRole : uint8_t { Uplink, Pod };
+// Uplink: the node's network. Pod: a bridge member. Host: the node's own
+// network stack (a net_tap interface), which kdp routes node_ip's traffic to
+// as a router would, so the node keeps its ssh, kubelet and API connections.
+enum class PortRole : uint8_t { Uplink, Pod, Host };
+std::string_view port_role_name(PortRole role);  // "uplink", "pod", "host"
 enum class VlanPolicy : uint8_t { Drop, Strip };
 
 struct PortConfig {
@@ -171,6 +175,12 @@ Config load_config_file(const std::string& path);
 // Why `ip` can be no service address or endpoint ("must be a unicast address,
 // got 127.0.0.1 (loopback range 127.0.0.0/8)"); nullopt when it can be one.
 std::optional<std::string> unicast_address_problem(Ipv4 ip);
+
+// Why the node's own connections (through a host port) and kdp's SNAT or
+// node ports could claim the same port of node_ip, given the kernel's
+// ephemeral range ("nat.snat_ports: 32768-60999 overlaps ..."); nullopt when
+// they cannot.
+std::optional<std::string> host_port_conflict(const Config& config, const PortRange& kernel_ports);
 
 // ---- Changing the desired state of a running kdp ---------------------------
 

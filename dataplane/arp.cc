@@ -1,5 +1,6 @@
 // Arp: answers requests for our address on each side (gateway IP to pods,
-// node IP on the uplink) and gleans senders into the neighbour table
+// node IP on the uplink, every address but the node's to the node's own
+// stack on the host port) and gleans senders into the neighbour table
 // through the control thread.
 #include "dataplane/packet_build.h"
 #include "dataplane/stages.h"
@@ -29,13 +30,19 @@ void Arp::process(Burst& burst) {
     const be32 local_ip = to_be32(port.local_ip);
     const be32 sender_ip{arp->arp_data.arp_sip};
     const be32 target_ip{arp->arp_data.arp_tip};
-    const bool for_us = target_ip == local_ip;
+    // On the host port kdp is the node stack's router: it answers for every
+    // address but the node's own, so the kernel hands it all it sends.
+    const bool for_us = md.in_port == tables.host_port ? target_ip != tables.node_ip && target_ip != be32{0}
+                                                        : target_ip == local_ip;
 
     // Glean: as Linux, create an entry from ARP aimed at us, update an
-    // existing one from any ARP, and only for senders on this side.
+    // existing one from any ARP, and only for senders on this side (the host
+    // port's one neighbour, the node's stack, needs no entry).
     const Ipv4 sender = from_be(sender_ip);
-    const bool sender_on_side = port.role == PortRole::Pod ? pod_cidr.contains(sender) && sender != port.local_ip
-                                                           : !pod_cidr.contains(sender) && sender_ip != tables.node_ip;
+    const bool sender_on_side =
+        port.role == PortRole::Pod ? pod_cidr.contains(sender) && sender != port.local_ip
+                                   : port.role == PortRole::Uplink && !pod_cidr.contains(sender) &&
+                                         sender_ip != tables.node_ip;
     if (sender != 0 && sender_on_side) {
       const NeighborEntry* known = tables.neighbors.lookup(NeighborKey{sender_ip});
       bool report = for_us;
@@ -59,7 +66,7 @@ void Arp::process(Burst& burst) {
     }
     const rte_ether_addr requester = arp->arp_data.arp_sha;
     if (!also_flood && rte_mbuf_refcnt_read(m) == 1) {
-      write_arp(m, RTE_ARP_OP_REPLY, requester, port.mac, local_ip, requester, sender_ip);
+      write_arp(m, RTE_ARP_OP_REPLY, requester, port.mac, target_ip, requester, sender_ip);
       burst.output(i, md.in_port);
       continue;
     }
@@ -70,7 +77,7 @@ void Arp::process(Burst& burst) {
       ctx_.counters.drops[static_cast<unsigned>(DropReason::MbufAllocFailed)].add();
       continue;
     }
-    write_arp(reply, RTE_ARP_OP_REPLY, requester, port.mac, local_ip, requester, sender_ip);
+    write_arp(reply, RTE_ARP_OP_REPLY, requester, port.mac, target_ip, requester, sender_ip);
     PacketMeta& rmd = meta(reply);
     rmd = {};
     rmd.in_port = kNoPort;

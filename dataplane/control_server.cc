@@ -737,7 +737,7 @@ json ControlServer::list_ports() const {
   for (const PortInfo& p : tables_.port_set()->ports) {
     if (!p.in_use) continue;
     out.push_back({{"name", p.name},
-                   {"role", p.role == PortRole::Pod ? "pod" : "uplink"},
+                   {"role", port_role_name(p.role)},
                    {"mac", from_ether(p.mac).to_string()},
                    {"dpdk_id", p.dpdk_id},
                    {"device", p.device}});

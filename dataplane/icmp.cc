@@ -1,6 +1,7 @@
-// Icmp: local delivery (echo replies from the gateway and node IPs) and the
-// ICMP errors a router sends (time exceeded, destination unreachable),
-// written in place over the offending packet.
+// Icmp: local delivery (echo replies from the gateway and node IPs; the
+// rest of node_ip's traffic to the node's own stack behind the host port,
+// when there is one) and the ICMP errors a router sends (time exceeded,
+// destination unreachable), written in place over the offending packet.
 #include <rte_icmp.h>
 
 #include "dataplane/packet_build.h"
@@ -42,6 +43,28 @@ bool Icmp::reply_echo(rte_mbuf* m) {
   eth->dst_addr = eth->src_addr;
   eth->src_addr = ctx_.ports->ports[meta(m).in_port].mac;
   return true;
+}
+
+bool Icmp::for_host_stack(rte_mbuf* m) const {
+  const NodeTables& tables = ctx_.tables;
+  const PacketMeta& md = meta(m);
+  if (tables.host_port == kNoPort || md.in_port == tables.host_port) return false;
+  auto* ip = rte_pktmbuf_mtod_offset(m, rte_ipv4_hdr*, sizeof(rte_ether_hdr));
+  if (be32{ip->dst_addr} != tables.node_ip) return false;  // the gateway address is kdp's alone
+  // kdp answers pings to node_ip itself; the node's stack gets the rest,
+  // fragments and ICMP errors about its own connections included.
+  if (md.l4_proto != IPPROTO_ICMP || (md.flags & kFlagFragment) ||
+      (ip->fragment_offset & rte_cpu_to_be_16(RTE_IPV4_HDR_MF_FLAG)))
+    return true;
+  auto* icmp = reinterpret_cast<const rte_icmp_hdr*>(reinterpret_cast<const uint8_t*>(ip) + m->l3_len);
+  return icmp->icmp_type != RTE_IP_ICMP_ECHO_REQUEST;
+}
+
+void Icmp::deliver_to_host(rte_mbuf* m) {
+  const PortInfo& host = ctx_.ports->ports[ctx_.tables.host_port];
+  auto* eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
+  eth->dst_addr = host.host_mac;
+  eth->src_addr = host.mac;
 }
 
 IcmpErrorOutcome Icmp::make_error(rte_mbuf* m, be32 source) {
@@ -105,6 +128,11 @@ void Icmp::process(Burst& burst) {
     if (md.icmp_from_dst)
       source = load_be32(rte_pktmbuf_mtod_offset(m, uint8_t*, sizeof(rte_ether_hdr) + offsetof(rte_ipv4_hdr, dst_addr)));
     if (md.icmp_type == kIcmpLocalDelivery) {
+      if (for_host_stack(m)) {
+        deliver_to_host(m);
+        burst.output(i, ctx_.tables.host_port);
+        continue;
+      }
       if (md.l4_proto == IPPROTO_ICMP) {
         if (reply_echo(m)) burst.output(i, md.in_port);
         else burst.drop(i, DropReason::Consumed);

@@ -65,7 +65,9 @@ void Router::process(Burst& burst) {
       burst.send(i, StageId::Icmp);
       continue;
     }
-    if (ip->time_to_live <= 1) {
+    // The node's own packets (from the host port) start their first hop here.
+    const bool from_host = md.in_port == tables.host_port;
+    if (ip->time_to_live <= 1 && !from_host) {
       md.drop_reason = static_cast<uint8_t>(DropReason::TtlExceeded);
       md.icmp_type = 11;  // time exceeded in transit
       md.icmp_code = 0;
@@ -75,7 +77,7 @@ void Router::process(Burst& burst) {
     // Ethernet padding is not part of the datagram.
     const unsigned frame_len = sizeof(rte_ether_hdr) + rte_be_to_cpu_16(ip->total_length);
     if (m->data_len > frame_len) rte_pktmbuf_trim(m, m->data_len - frame_len);
-    ipv4_decrement_ttl(ip);
+    if (!from_host) ipv4_decrement_ttl(ip);
 
     const bool to_pod = hop->kind == NextHopKind::PodNet;
     const Ipv4 next_hop_ip = hop->kind == NextHopKind::Gateway ? hop->gateway : dst_ips[i];

@@ -84,6 +84,9 @@ class Icmp final : StageBase {
 
  private:
   bool reply_echo(rte_mbuf* m);
+  // A packet for node_ip that the node's stack behind the host port takes.
+  bool for_host_stack(rte_mbuf* m) const;
+  void deliver_to_host(rte_mbuf* m);
   IcmpErrorOutcome make_error(rte_mbuf* m, be32 source);
 };
 

@@ -37,7 +37,7 @@ json collect_stats(const NodeTables& tables, const std::vector<std::unique_ptr<W
     rte_eth_stats hw{};
     rte_eth_stats_get(port.dpdk_id, &hw);
     out["ports"].push_back({{"name", port.name},
-                            {"role", port.role == PortRole::Pod ? "pod" : "uplink"},
+                            {"role", port_role_name(port.role)},
                             {"mac", from_ether(port.mac).to_string()},
                             {"rx", rx},
                             {"tx", tx - tx_dropped},

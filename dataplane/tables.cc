@@ -96,6 +96,7 @@ NodeTables::NodeTables(const Config& cfg, std::vector<PortInfo> port_infos, unsi
   for (uint16_t i = 0; i < port_set->ports.size(); ++i) {
     port_indexes_taken_.set(i);
     if (port_set->ports[i].role == PortRole::Uplink && first_uplink == kNoPort) first_uplink = i;
+    if (port_set->ports[i].role == PortRole::Host) host_port = i;
   }
   for (const auto& pod : cfg.pods)
     port_set->port_pods[port_set->index_of(pod.port)].push_back(

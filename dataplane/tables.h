@@ -157,6 +157,7 @@ struct NodeTables {
 
   const Config& config;
   uint16_t first_uplink = kNoPort;  // uplinks are never removed
+  uint16_t host_port = kNoPort;     // the node's own stack (role host), if any; never removed
   Rcu rcu;
   Fdb fdb;
   Neighbors neighbors;

@@ -113,7 +113,8 @@ struct PortInfo {
   PortRole role = PortRole::Pod;
   uint16_t dpdk_id = 0;
   rte_ether_addr mac{};  // the address kdp uses on this port (gateway MAC on pod ports)
-  Ipv4 local_ip = 0;     // our address on this side: gateway IP (pod) or node IP (uplink)
+  Ipv4 local_ip = 0;     // our address on this side: gateway IP (pod, host) or node IP (uplink)
+  rte_ether_addr host_mac{};  // host port: the MAC of the node's stack behind it
   std::string device;    // the DPDK device string it was set up from
   bool in_use = true;    // false: a free index of the port set (its port was removed)
   bool attached = false; // hot-plugged by pod.add (not from the config)

@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "drivers/eal.h"
+#include "drivers/host_interface.h"
 
 namespace kdp {
 
@@ -105,7 +106,30 @@ PortInfo setup_port(const PortConfig& pc, const Config& config, rte_mempool* poo
       throw fail(fmt::format("cannot set up TX queue {}", q), rc);
   }
 
-  if (pc.role == PortRole::Pod) {
+  if (pc.role == PortRole::Host) {
+    // The node's stack sits behind this port with node_ip; kdp is its router
+    // there and answers with the gateway's MAC and address.
+    info.mac = to_ether(config.node.gateway_mac);
+    info.local_ip = config.node.gateway_ip;
+    if (auto kernel_ports = kernel_ephemeral_ports())
+      if (auto conflict = host_port_conflict(config, *kernel_ports))
+        throw std::runtime_error(fmt::format("port {} ({}): {}", pc.name, device_name(pc.device), *conflict));
+    // net_tap gives the kernel interface the device's MAC.
+    if (pc.mac) {
+      rte_ether_addr configured = to_ether(*pc.mac);
+      rte_eth_dev_default_mac_addr_set(id, &configured);
+    }
+    rte_ether_addr host_mac;
+    if (int rc = rte_eth_macaddr_get(id, &host_mac); rc != 0) throw fail("cannot read MAC address", rc);
+    info.host_mac = host_mac;
+    if (dev.if_index != 0) {
+      try {
+        configure_host_interface(dev.if_index, config.node.node_ip, config.node.node_prefix_len);
+      } catch (const std::exception& e) {
+        throw std::runtime_error(fmt::format("port {} ({}): {}", pc.name, device_name(pc.device), e.what()));
+      }
+    }
+  } else if (pc.role == PortRole::Pod) {
     // Bridge members: kdp answers as the bridge, with the gateway MAC.
     info.mac = to_ether(config.node.gateway_mac);
     info.local_ip = config.node.gateway_ip;
@@ -159,7 +183,7 @@ std::string describe_port(const PortInfo& port) {
                                           : std::string("link down");
   char dev_name[RTE_ETH_NAME_MAX_LEN] = "?";
   rte_eth_dev_get_name_by_port(port.dpdk_id, dev_name);
-  return fmt::format("{} ({}, {}) {} {}", port.name, dev_name, port.role == PortRole::Pod ? "pod" : "uplink",
+  return fmt::format("{} ({}, {}) {} {}", port.name, dev_name, port_role_name(port.role),
                      from_ether(port.mac).to_string(), link_text);
 }
 

@@ -31,7 +31,7 @@ UPLINK_MAC = "02:00:00:00:0a:01"
 @dataclass
 class Port:
     name: str
-    role: str    # "uplink" | "pod"
+    role: str    # "uplink" | "pod" | "host"
     device: str  # DPDK device string
     mac: str | None = None
 
@@ -117,14 +117,18 @@ def port_of(stats: dict, name: str) -> dict:
     return next(p for p in stats["ports"] if p["name"] == name)
 
 
-def start_kdp(config: NodeConfig, workdir: Path, env: dict | None = None) -> tuple[subprocess.Popen, Path]:
+def start_kdp(config: NodeConfig, workdir: Path, env: dict | None = None,
+              netns: str | None = None) -> tuple[subprocess.Popen, Path]:
     """Starts kdp in the background (live tests); stop it with stop_kdp().
-    env: kdp's whole environment (default: this process's)."""
+    env: kdp's whole environment (default: this process's); netns: the
+    network namespace kdp runs in (ip netns exec execs kdp in place, so the
+    process is kdp's)."""
     workdir.mkdir(parents=True, exist_ok=True)
     cfg_path = workdir / "node.toml"
     cfg_path.write_text(config_text(config, workdir))
     stats_path = workdir / "stats.json"
-    proc = subprocess.Popen([KDP_BIN, "--config", str(cfg_path), "--stats-json", str(stats_path)],
+    in_netns = ["ip", "netns", "exec", netns] if netns else []
+    proc = subprocess.Popen([*in_netns, KDP_BIN, "--config", str(cfg_path), "--stats-json", str(stats_path)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     return proc, stats_path
 

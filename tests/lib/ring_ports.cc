@@ -89,9 +89,13 @@ std::vector<PortInfo> ring_port_infos(const Config& config, const RingPorts& por
     info.name = pc.name;
     info.role = pc.role;
     info.dpdk_id = ports.dpdk_id[i];
-    if (pc.role == PortRole::Pod) {
+    if (pc.role == PortRole::Pod || pc.role == PortRole::Host) {
       info.mac = to_ether(config.node.gateway_mac);
       info.local_ip = config.node.gateway_ip;
+      if (pc.role == PortRole::Host) {
+        if (!pc.mac) throw std::invalid_argument("test config: host port " + pc.name + " needs the stack's mac");
+        info.host_mac = to_ether(*pc.mac);
+      }
     } else {
       if (!pc.mac) throw std::invalid_argument("test config: port " + pc.name + " needs a mac");
       info.mac = to_ether(*pc.mac);

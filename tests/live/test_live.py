@@ -71,6 +71,7 @@ class Topology:
         self.kdp_stderr_head = ""
         self.file_prefix = None
         self.result: KdpRun | None = None
+        self.kdp_ns = None  # kdp and the host-side veth ends run here; None: the root namespace
 
     # -- namespaces -------------------------------------------------------
 
@@ -80,6 +81,10 @@ class Topology:
     def sh(self, host, *cmd, timeout=15, check=True, input=None):
         return run(self.nsx(host, *cmd), timeout=timeout, check=check, input=input)
 
+    def kdp_side(self, *cmd):
+        """Runs a command where kdp runs (kdp_ns, or the root namespace)."""
+        return run(["ip", "netns", "exec", self.kdp_ns, *cmd] if self.kdp_ns else list(cmd))
+
     def _add_host(self, host, address):
         ns, hif = self.ns[host], self.host_if[host]
         run(["ip", "netns", "add", ns])
@@ -87,11 +92,19 @@ class Topology:
         # IPv6 off before eth0 exists, so no router solicitation or DAD ever leaves.
         for key in ("all", "default"):
             self.sh(host, "sysctl", "-qw", f"net.ipv6.conf.{key}.disable_ipv6=1")
-        run(["ip", "link", "add", hif, "type", "veth", "peer", "name", "eth0", "netns", ns])
-        run(["sysctl", "-qw", f"net.ipv6.conf.{hif}.disable_ipv6=1"])
-        # The root namespace must never route what arrives on these ports.
-        run(["sysctl", "-qw", f"net.ipv4.conf.{hif}.forwarding=0"])
-        run(["ip", "link", "set", hif, "up"])
+        self.kdp_side("ip", "link", "add", hif, "type", "veth", "peer", "name", "eth0", "netns", ns)
+        self.kdp_side("sysctl", "-qw", f"net.ipv6.conf.{hif}.disable_ipv6=1")
+        # kdp's namespace must never route what arrives on these ports.
+        self.kdp_side("sysctl", "-qw", f"net.ipv4.conf.{hif}.forwarding=0")
+        if self.kdp_ns:
+            # The namespace holds node_ip (on kdp's host port), and kdp gives
+            # the veth ends its MACs: its kernel must neither answer ARP on
+            # them nor take packets from them past kdp (strict reverse path:
+            # its routes point at the host port), as a NIC bound to DPDK has
+            # no kernel side.
+            self.kdp_side("sysctl", "-qw", f"net.ipv4.conf.{hif}.arp_ignore=8")
+            self.kdp_side("sysctl", "-qw", f"net.ipv4.conf.{hif}.rp_filter=1")
+        self.kdp_side("ip", "link", "set", hif, "up")
         # Without this the kernel sends TCP/UDP with partial checksums that
         # only a veth peer would accept; kdp forwards frames as they are.
         self.sh(host, "ethtool", "-K", "eth0", "tx", "off")
@@ -124,7 +137,7 @@ class Topology:
 
     def start_kdp(self, timeout=20.0):
         assert Path(KDP_BIN).exists(), f"no kdp binary at {KDP_BIN} (ninja -C build)"
-        self.kdp, self.stats_path = start_kdp(self.config(), self.workdir)
+        self.kdp, self.stats_path = start_kdp(self.config(), self.workdir, netns=self.kdp_ns)
         m = re.search(r'file_prefix = "([^"]+)"', (self.workdir / "node.toml").read_text())
         self.file_prefix = m.group(1) if m else None
         # Read stderr straight from the fd until kdp says it runs; stop_kdp's

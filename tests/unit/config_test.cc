@@ -574,7 +574,7 @@ TEST(ConfigTest, AtLeastOnePortIsRequired) {
 
 TEST(ConfigTest, PortFieldRules) {
   EXPECT_EQ(error_of(replace_line(kMinimal, 10, "role = \"bridge\"")),
-            "node.toml:10: port[0].role: must be \"uplink\" or \"pod\", got \"bridge\"");
+            "node.toml:10: port[0].role: must be \"uplink\", \"pod\" or \"host\", got \"bridge\"");
   EXPECT_EQ(error_of(remove_line(kMinimal, 10)), "node.toml:8: port[0].role: required key is missing");
   EXPECT_EQ(error_of(remove_line(kMinimal, 9)), "node.toml:8: port[0].name: required key is missing");
   EXPECT_EQ(error_of(remove_line(kMinimal, 11)), "node.toml:8: port[0].device: required key is missing");
@@ -587,6 +587,38 @@ TEST(ConfigTest, PortFieldRules) {
             "node.toml:12: port[0].mac: must be a unicast address, got 03:00:00:00:0a:01");
   EXPECT_EQ(error_of(append(kMinimal, "mac = \"00:00:00:00:00:00\"\n")),
             "node.toml:12: port[0].mac: must not be all zeros");
+}
+
+// The host port: the node's own stack, one per node; no route or static
+// neighbour goes through it.
+TEST(ConfigTest, HostPortRules) {
+  const std::string host = "[[port]]\nname = \"host0\"\nrole = \"host\"\ndevice = \"net_tap0,iface=kdp-host\"\n";
+  const Config config = parse_config(append(kMinimal, host), "node.toml");
+  EXPECT_EQ(config.ports[1].role, PortRole::Host);
+  EXPECT_EQ(port_role_name(config.ports[1].role), "host");
+  EXPECT_EQ(error_of(append(kMinimal, host + "[[port]]\nname = \"host1\"\nrole = \"host\"\ndevice = \"net_tap1\"\n")),
+            "node.toml:18: port[2].role: port[1] is already the host port; the node has one network stack");
+  EXPECT_EQ(error_of(append(kMinimal, host + "[[route]]\nprefix = \"10.244.2.0/24\"\nvia = \"192.168.50.11\"\n"
+                                             "port = \"host0\"\n")),
+            "node.toml:19: route[0].port: \"host0\" is a host port; routes must leave through an uplink port");
+  EXPECT_EQ(error_of(append(kMinimal, host + "[[neighbor]]\nip = \"192.168.50.11\"\nmac = \"02:00:00:00:0b:01\"\n"
+                                             "port = \"host0\"\n")),
+            "node.toml:19: neighbor[0].port: \"host0\" is the host port, whose one neighbour is the node itself");
+}
+
+// A reply to the node's own connection comes to node_ip on the kernel's
+// ephemeral port: kdp's SNAT ports and node ports must keep out of that range.
+TEST(ConfigTest, HostPortConflictsWithKernelEphemeralPorts) {
+  Config config = parse_config(kMinimal, "node.toml");
+  EXPECT_EQ(host_port_conflict(config, PortRange{32768, 60999}).value_or("none"),
+            "nat.snat_ports: 32768-60999 overlaps the kernel's ephemeral ports 32768-60999 (sysctl "
+            "net.ipv4.ip_local_port_range), which the node's own connections through the host port use; make the "
+            "two ranges disjoint");
+  EXPECT_EQ(host_port_conflict(config, PortRange{61000, 65000}).value_or("none"), "none");
+  EXPECT_EQ(host_port_conflict(config, PortRange{30000, 30100}).value_or("none").substr(0, 44),
+            "nat.node_port_range: 30000-32767 overlaps th");
+  config.nat.snat_ports = PortRange{20000, 29999};
+  EXPECT_EQ(host_port_conflict(config, PortRange{32768, 60999}).value_or("none"), "none");
 }
 
 TEST(ConfigTest, PortNamesAndDevicesAreUnique) {
@@ -1311,7 +1343,7 @@ TEST(ConfigTest, LoadConfigFileUsesPathAsSource) {
     load_config_file(path);
     ADD_FAILURE() << "accepted an invalid file";
   } catch (const ConfigError& error) {
-    EXPECT_EQ(std::string(error.what()), path + ":10: port[0].role: must be \"uplink\" or \"pod\", got \"router\"");
+    EXPECT_EQ(std::string(error.what()), path + ":10: port[0].role: must be \"uplink\", \"pod\" or \"host\", got \"router\"");
   }
   {
     std::ofstream out(path);

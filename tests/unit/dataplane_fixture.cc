@@ -31,6 +31,7 @@ const rte_ether_addr kRouterMac = mac("02:00:00:00:0b:01");
 const be32 kGatewayIp = ip("10.244.1.1");
 const be32 kNodeIp = ip("192.168.50.10");
 const be32 kRouterIp = ip("192.168.50.11");
+const rte_ether_addr kHostStackMac = mac("02:00:00:00:0c:01");
 
 // ---- frame builders --------------------------------------------------------
 
@@ -227,6 +228,11 @@ void DataplaneTest::SetUp() {
   std::string text(kBaseConfig);
   const std::string default_node_ip = "node_ip = \"192.168.50.10\"";
   text.replace(text.find(default_node_ip), default_node_ip.size(), "node_ip = \"" + node_ip_text() + "\"");
+  if (pod2_is_host()) {
+    const std::string pod2 = "role = \"pod\"\ndevice = \"net_ring_pod2\"";
+    text.replace(text.find(pod2), pod2.size(),
+                 "role = \"host\"\ndevice = \"net_ring_pod2\"\nmac = \"" + mac_str(kHostStackMac) + "\"");
+  }
   config = std::make_unique<Config>(parse_config(text + extra_config(), "test.toml"));
   tables = std::make_unique<NodeTables>(*config, ring_port_infos(*config, g_dpdk), 1);
   channels = std::make_unique<WorkerChannels>(0, 1024);

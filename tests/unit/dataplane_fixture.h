@@ -60,6 +60,7 @@ extern const rte_ether_addr kRouterMac;   // 02:00:00:00:0b:01, static neighbour
 extern const be32 kGatewayIp;             // 10.244.1.1
 extern const be32 kNodeIp;                // 192.168.50.10
 extern const be32 kRouterIp;              // 192.168.50.11
+extern const rte_ether_addr kHostStackMac;  // 02:00:00:00:0c:01, the node's stack behind a host port
 
 // ---- frame builders --------------------------------------------------------
 
@@ -121,6 +122,9 @@ class DataplaneTest : public ::testing::Test {
   virtual std::string extra_config() const { return ""; }
   // [node] node_ip: "a.b.c.d/len" adds a connected uplink subnet.
   virtual std::string node_ip_text() const { return "192.168.50.10"; }
+  // pod2's ring becomes the host port (role "host"), the node's own stack
+  // with MAC kHostStackMac behind it.
+  virtual bool pod2_is_host() const { return false; }
 
   void SetUp() override;
   void TearDown() override;
