@@ -544,10 +544,17 @@ K8sChange K8sState::apply_event(const element& event) {
   }
   if (type == "DELETED") {
     const Identity id = identify(*object, "", "object");
-    const size_t erased = id.kind == "Service" ? services_.erase(id.key()) : slices_.erase(id.key());
-    return {id.label(), erased ? "deleted" : "absent", erased ? "" : "was not known"};
+    return id.kind == "Service" ? delete_service(id.key()) : deletion(id.label(), slices_.erase(id.key()) != 0);
   }
   f.fail("type", fmt::format("must be \"ADDED\", \"MODIFIED\" or \"DELETED\", got {}", quote(type)));
+}
+
+K8sChange K8sState::delete_service(const std::string& key) {
+  return deletion(fmt::format("Service {}", key), services_.erase(key) != 0);
+}
+
+K8sChange K8sState::deletion(std::string label, bool erased) {
+  return {std::move(label), erased ? "deleted" : "absent", erased ? "" : "was not known"};
 }
 
 std::string config_service_ref(size_t index, std::string_view name) {

@@ -152,6 +152,8 @@ class K8sState {
   // ADDED and MODIFIED replace, DELETED removes (only the object's kind and
   // metadata are read). Throws K8sError, changing nothing.
   K8sChange apply_event(const simdjson::dom::element& event);
+  // Removes the Service `key` ("namespace/name"), as a DELETED event about it does.
+  K8sChange delete_service(const std::string& key);
 
   // The Services kube-proxy would program, sorted by name, checked against
   // `base` as parse_config checks [[service]]: cluster IPs inside
@@ -180,6 +182,7 @@ class K8sState {
 
  private:
   K8sChange apply_object(const simdjson::dom::element& object, std::string_view default_kind, std::string_view where);
+  static K8sChange deletion(std::string label, bool erased);
   static std::vector<EndpointConfig> endpoints_from(const K8sService& service,
                                                     const std::vector<const K8sEndpointSlice*>& slices,
                                                     const Config::Node& node,

@@ -509,15 +509,8 @@ json ControlServer::delete_service(const control::ServiceArgs& args) {
   for (size_t i = 0; i < base_.services.size(); ++i)
     if (base_.services[i].name == args.service) return edit_base_service(i, std::nullopt, args.dry_run);
   if (k8s_.services().contains(args.service)) {
-    const size_t slash = args.service.find('/');
-    const json event = {{"type", "DELETED"},
-                        {"object",
-                         {{"apiVersion", "v1"},
-                          {"kind", "Service"},
-                          {"metadata", {{"namespace", args.service.substr(0, slash)},
-                                        {"name", args.service.substr(slash + 1)}}}}}};
     K8sState next = k8s_;
-    K8sChange change = next.apply_event(k8s_json_.parse(event.dump(), "service.del"));
+    K8sChange change = next.delete_service(args.service);
     return apply_k8s(std::move(next), {std::move(change)}, args.dry_run);
   }
   throw control::ProtocolError(fmt::format("service.del: args.service: no service is named \"{}\"", args.service));

@@ -428,6 +428,21 @@ TEST(K8sTest, HeadlessExternalNameAndOtherSlicesAreSkipped) {
   EXPECT_EQ(state.services().size(), 2u);
 }
 
+// kdpctl service del of a Kubernetes Service: as its DELETED event.
+TEST(K8sTest, DeleteServiceAsItsDeletedEvent) {
+  K8sState state;
+  apply_event_json(state, event("ADDED", parse(kWebService)));
+  apply_event_json(state, event("ADDED", parse(kWebSlice)));
+  K8sChange deleted = state.delete_service("default/web");
+  EXPECT_EQ(deleted.object, "Service default/web");
+  EXPECT_EQ(deleted.action, "deleted");
+  EXPECT_TRUE(state.render(node()).empty());
+  EXPECT_EQ(state.endpoint_slices().size(), 1u);
+  K8sChange again = state.delete_service("default/web");
+  EXPECT_EQ(again.action, "absent");
+  EXPECT_EQ(again.reason, "was not known");
+}
+
 TEST(K8sTest, WatchEventsReplaceAndDelete) {
   K8sState state;
   EXPECT_EQ(apply_event_json(state, event("ADDED", parse(kWebService))).action, "applied");
