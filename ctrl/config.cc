@@ -566,7 +566,7 @@ void read_ports(const TableReader& root, std::vector<PortConfig>& ports) {
   if (tables.empty()) fail(root.source(), 0, "port", "at least one [[port]] is required");
   for (size_t i = 0; i < tables.size(); ++i) {
     TableReader table(root.source(), *tables[i], index_key("port", i));
-    table.reject_unknown_keys({"name", "role", "device", "mac"});
+    table.reject_unknown_keys({"name", "role", "device", "mac", "mtu"});
     PortConfig port;
 
     port.name = table.name_string("name", kMaxPortNameLen, /*required=*/true);
@@ -597,6 +597,7 @@ void read_ports(const TableReader& root, std::vector<PortConfig>& ports) {
         table.fail_at("device", fmt::format("device {} is already used by port[{}]", quoted(device_name), j));
 
     port.mac = table.optional_unicast_mac("mac");
+    port.mtu = table.uint("mtu", 68, kMaxPortMtu, 0);
     ports.push_back(std::move(port));
   }
 }
@@ -1243,6 +1244,7 @@ std::optional<std::string> immutable_difference(const Config& a, const Config& b
     if (p.role != q.role) return index_key("port", i) + ".role";
     if (p.device != q.device) return index_key("port", i) + ".device";
     if (p.mac != q.mac) return index_key("port", i) + ".mac";
+    if (p.mtu != q.mtu) return index_key("port", i) + ".mtu";
   }
   return std::nullopt;
 }

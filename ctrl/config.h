@@ -28,11 +28,17 @@ enum class PortRole : uint8_t { Uplink, Pod, Host };
 std::string_view port_role_name(PortRole role);  // "uplink", "pod", "host"
 enum class VlanPolicy : uint8_t { Drop, Strip };
 
+// The largest MTU a port may have: kdp receives a frame into one 2 KB mbuf
+// (RTE_MBUF_DEFAULT_DATAROOM), Ethernet header and a strippable 802.1Q tag
+// included.
+inline constexpr unsigned kMaxPortMtu = 2048 - 14 - 4;
+
 struct PortConfig {
   std::string name;
   PortRole role = PortRole::Pod;
   std::string device;          // DPDK device string: "net_pcap0,rx_pcap=..." or a PCI address
   std::optional<MacAddr> mac;  // override of the device's MAC
+  unsigned mtu = 0;            // set on the device; 0: the device's own (its kernel interface's)
 };
 
 struct RouteConfig {

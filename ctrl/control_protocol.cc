@@ -594,6 +594,8 @@ std::string stats_to_prometheus(const json& stats) {
       {"packets", "kdp_worker_packets_total", "counter", "Packets the worker processed."},
       {"cycles_per_packet", "kdp_worker_cycles_per_packet", "gauge", "TSC cycles per packet over busy polls."},
       {"punted", "kdp_worker_punted_total", "counter", "Packets punted to the control thread."},
+      {"fragments_made", "kdp_worker_fragments_made_total", "counter",
+       "IPv4 fragments made of routed packets over the egress MTU."},
       {"injected", "kdp_worker_injected_total", "counter", "Packets injected by the control thread."},
       {"learn_events", "kdp_worker_learn_events_total", "counter", "Learn events sent to the control thread."},
       {"learn_queue_full", "kdp_worker_learn_queue_full_total", "counter", "Learn events lost on a full queue."},

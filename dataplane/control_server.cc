@@ -732,6 +732,7 @@ json ControlServer::list_ports() const {
     out.push_back({{"name", p.name},
                    {"role", port_role_name(p.role)},
                    {"mac", from_ether(p.mac).to_string()},
+                   {"mtu", p.mtu},
                    {"dpdk_id", p.dpdk_id},
                    {"device", p.device}});
   }

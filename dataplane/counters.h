@@ -36,6 +36,8 @@ namespace kdp {
   X(FloodNoPorts, "flood_no_ports")                                         \
   X(PortRemoved, "port_removed")         /* pod.del detached its port */    \
   X(TtlExceeded, "ttl_exceeded")                                            \
+  X(FragmentationNeeded, "fragmentation_needed") /* over the MTU, DF set */ \
+  X(FragmentationFailed, "fragmentation_failed") /* no mbufs or burst room */ \
   X(NoRoute, "no_route")                                                    \
   X(LocalUnhandled, "local_unhandled")                                      \
   X(ConntrackInvalid, "conntrack_invalid")                                  \
@@ -93,6 +95,7 @@ struct WorkerCounters {
   std::array<Counter, kDropReasonCount> drops;
   std::array<Counter, static_cast<unsigned>(IcmpErrorOutcome::Count)> icmp_errors;
   Counter punted;
+  Counter fragments_made;  // IPv4 fragments of routed packets over the egress MTU
   Counter injected;
   Counter learn_events;
   Counter learn_queue_full;

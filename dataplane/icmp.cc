@@ -110,7 +110,8 @@ IcmpErrorOutcome Icmp::make_error(rte_mbuf* m, be32 source) {
   icmp->icmp_code = md.icmp_code;
   icmp->icmp_cksum = 0;
   icmp->icmp_ident = 0;
-  icmp->icmp_seq_nb = 0;
+  // RFC 1191: "fragmentation needed" carries the next hop's MTU.
+  icmp->icmp_seq_nb = md.icmp_type == 3 && md.icmp_code == 4 ? rte_cpu_to_be_16(static_cast<uint16_t>(md.next_hop_mtu)) : 0;
   icmp->icmp_cksum = static_cast<uint16_t>(~rte_raw_cksum(icmp, kIcmpLen + quoted));
   m->l3_len = kIpLen;
   md.l4_proto = IPPROTO_ICMP;

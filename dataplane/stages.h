@@ -75,6 +75,9 @@ class Neighbor final : StageBase {
  public:
   using StageBase::StageBase;
   void process(Burst& burst);
+
+ private:
+  void fragment_oversize(Burst& burst);
 };
 
 class Icmp final : StageBase {

@@ -91,6 +91,7 @@ json collect_stats(const NodeTables& tables, const std::vector<std::unique_ptr<W
                               {"packets", pkts},
                               {"cycles_per_packet", pkts ? double(c.busy_cycles.get()) / double(pkts) : 0.0},
                               {"punted", c.punted.get()},
+                              {"fragments_made", c.fragments_made.get()},
                               {"injected", c.injected.get()},
                               {"learn_events", c.learn_events.get()},
                               {"learn_queue_full", c.learn_queue_full.get()},

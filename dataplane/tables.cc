@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <stdexcept>
 
 namespace kdp {
@@ -69,6 +70,7 @@ uint16_t PortSet::index_of(std::string_view name) const {
 void PortSet::rebuild_lists() {
   active.clear();
   pod_ports.clear();
+  bridge_mtu = UINT16_MAX;
   port_pods.resize(ports.size());
   for (uint16_t i = 0; i < ports.size(); ++i) {
     if (!ports[i].in_use) {
@@ -76,7 +78,10 @@ void PortSet::rebuild_lists() {
       continue;
     }
     active.push_back(i);
-    if (ports[i].role == PortRole::Pod) pod_ports.push_back(i);
+    if (ports[i].role == PortRole::Pod) {
+      pod_ports.push_back(i);
+      bridge_mtu = std::min(bridge_mtu, ports[i].mtu);
+    }
   }
 }
 

@@ -142,6 +142,7 @@ struct PortSet {
   std::vector<PortInfo> ports;                      // by index; !in_use: a free index
   std::vector<uint16_t> active;                     // indexes in use: RX and TX flush
   std::vector<uint16_t> pod_ports;                  // in-use pod ports: the flood list
+  uint16_t bridge_mtu = UINT16_MAX;                 // the smallest pod port MTU: routing into the bridge
   std::vector<std::vector<PodIdentity>> port_pods;  // by index: anti-spoofing identities
 
   bool has(uint16_t index) const { return index < ports.size() && ports[index].in_use; }

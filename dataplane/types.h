@@ -77,7 +77,10 @@ struct PacketMeta {
   uint8_t icmp_type;       // ICMP error the Icmp stage must send for this packet
   uint8_t icmp_code;
   uint8_t icmp_from_dst;   // the error's source is the packet's destination (a rejected VIP)
-  be32 next_hop;           // neighbour to resolve, for punted packets
+  union {
+    be32 next_hop;          // neighbour to resolve, for punted packets
+    uint32_t next_hop_mtu;  // for a "fragmentation needed" error: the MTU the packet exceeded
+  };
 };
 static_assert(sizeof(PacketMeta) == 16);
 
@@ -115,6 +118,7 @@ struct PortInfo {
   rte_ether_addr mac{};  // the address kdp uses on this port (gateway MAC on pod ports)
   Ipv4 local_ip = 0;     // our address on this side: gateway IP (pod, host) or node IP (uplink)
   rte_ether_addr host_mac{};  // host port: the MAC of the node's stack behind it
+  uint16_t mtu = 1500;   // the largest IPv4 packet the port sends (routed ones are fragmented to fit)
   std::string device;    // the DPDK device string it was set up from
   bool in_use = true;    // false: a free index of the port set (its port was removed)
   bool attached = false; // hot-plugged by pod.add (not from the config)

@@ -57,6 +57,18 @@ void configure_host_interface(unsigned if_index, Ipv4 ip, uint8_t prefix_len) {
   std::ofstream(fmt::format("/proc/sys/net/ipv6/conf/{}/disable_ipv6", name)) << "1\n";
 }
 
+unsigned kernel_interface_mtu(unsigned if_index) {
+  ifreq req{};
+  if (if_indextoname(if_index, req.ifr_name) == nullptr)
+    throw std::runtime_error(fmt::format("no kernel interface has index {}: {}", if_index, std::strerror(errno)));
+  const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  const int rc = fd < 0 ? -1 : ioctl(fd, SIOCGIFMTU, &req);
+  const int err = errno;
+  if (fd >= 0) close(fd);
+  if (rc != 0) throw std::runtime_error(fmt::format("interface {}: cannot read its MTU: {}", req.ifr_name, std::strerror(err)));
+  return static_cast<unsigned>(req.ifr_mtu);
+}
+
 std::optional<PortRange> kernel_ephemeral_ports() {
   std::ifstream in("/proc/sys/net/ipv4/ip_local_port_range");
   unsigned low = 0, high = 0;

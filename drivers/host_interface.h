@@ -14,6 +14,9 @@ namespace kdp {
 // naming the interface and the step that failed.
 void configure_host_interface(unsigned if_index, Ipv4 ip, uint8_t prefix_len);
 
+// The MTU of the kernel interface `if_index`; throws std::runtime_error.
+unsigned kernel_interface_mtu(unsigned if_index);
+
 // The kernel's ephemeral source ports (net.ipv4.ip_local_port_range of this
 // network namespace); nullopt when unreadable.
 std::optional<PortRange> kernel_ephemeral_ports();

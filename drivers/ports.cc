@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <stdexcept>
 
 #include "drivers/eal.h"
@@ -143,6 +144,26 @@ PortInfo setup_port(const PortConfig& pc, const Config& config, rte_mempool* poo
       throw fail("cannot read MAC address", rc);
     }
   }
+  // The MTU kdp fragments routed packets to: the one configured, else the
+  // device's (for net_af_packet and net_tap: their kernel interface's,
+  // which the PMD does not report).
+  if (pc.mtu != 0) {
+    if (int rc = rte_eth_dev_set_mtu(id, static_cast<uint16_t>(pc.mtu)); rc != 0)
+      throw fail(fmt::format("cannot set MTU {}", pc.mtu), rc);
+  }
+  unsigned mtu = pc.mtu;
+  if (mtu == 0 && dev.if_index != 0) {
+    try {
+      mtu = kernel_interface_mtu(dev.if_index);
+    } catch (const std::exception& e) {
+      throw std::runtime_error(fmt::format("port {} ({}): {}", pc.name, device_name(pc.device), e.what()));
+    }
+  }
+  if (mtu == 0) {
+    uint16_t device_mtu = RTE_ETHER_MTU;
+    if (rte_eth_dev_get_mtu(id, &device_mtu) == 0) mtu = device_mtu;
+  }
+  info.mtu = static_cast<uint16_t>(std::clamp(mtu, 68u, kMaxPortMtu));
   // The bridge sees every pod's frames; the uplink answers for the gateway too.
   rte_eth_promiscuous_enable(id);
   if (int rc = rte_eth_dev_start(id); rc != 0) throw fail("cannot start", rc);

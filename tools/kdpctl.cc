@@ -191,8 +191,9 @@ void print_result(const std::string& verb, const json& r) {
   std::vector<std::vector<std::string>> rows;
   if (verb == "port.list") {
     for (const json& p : r)
-      rows.push_back({text(p["name"]), text(p["role"]), text(p["mac"]), text(p["dpdk_id"]), text(p["device"])});
-    return print_table({"NAME", "ROLE", "MAC", "DPDK_ID", "DEVICE"}, rows);
+      rows.push_back({text(p["name"]), text(p["role"]), text(p["mac"]), text(p["mtu"]), text(p["dpdk_id"]),
+                      text(p["device"])});
+    return print_table({"NAME", "ROLE", "MAC", "MTU", "DPDK_ID", "DEVICE"}, rows);
   }
   if (verb == "route.list") {
     for (const json& e : r) rows.push_back({text(e["prefix"]), text(e["kind"]), text(e["port"]), text(e["via"])});

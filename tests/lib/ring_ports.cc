@@ -89,6 +89,7 @@ std::vector<PortInfo> ring_port_infos(const Config& config, const RingPorts& por
     info.name = pc.name;
     info.role = pc.role;
     info.dpdk_id = ports.dpdk_id[i];
+    if (pc.mtu != 0) info.mtu = static_cast<uint16_t>(pc.mtu);
     if (pc.role == PortRole::Pod || pc.role == PortRole::Host) {
       info.mac = to_ether(config.node.gateway_mac);
       info.local_ip = config.node.gateway_ip;

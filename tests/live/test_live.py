@@ -239,8 +239,8 @@ def tools_present():
     assert not missing, f"live tests need {', '.join(missing)} (tools/setup-deps installs them)"
 
 
-def make_topology(tmp_path_factory, name):
-    topo = Topology(tmp_path_factory.mktemp(name))
+def make_topology(tmp_path_factory, name, kind=Topology):
+    topo = kind(tmp_path_factory.mktemp(name))
     try:
         topo.create()
         topo.start_kdp()

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 # test_live.py's topology and helpers (importing it puts tests/lib on sys.path).
-from test_live import GATEWAY, NODE_B, NODE_IP, POD_A, POD_B, Topology, ping, tools_present, wait_for  # noqa: F401
+from test_live import GATEWAY, NODE_B, NODE_IP, POD_A, POD_B, Topology, make_topology, ping, tools_present, wait_for  # noqa: F401
 from kdp_harness import KDPCTL_BIN, NODE, UPLINK_MAC, NodeConfig, Port, control_socket_path, kdp_stats  # noqa: E402
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="live tests need root for network namespaces")
@@ -91,10 +91,8 @@ class PodTopology(Topology):
 
 @pytest.fixture(scope="module")
 def topo(tmp_path_factory):
-    t = PodTopology(tmp_path_factory.mktemp("pod-attach"))
+    t = make_topology(tmp_path_factory, "pod-attach", PodTopology)
     try:
-        t.create()
-        t.start_kdp()
         yield t
     finally:
         t.cleanup()

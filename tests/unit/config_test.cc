@@ -587,6 +587,12 @@ TEST(ConfigTest, PortFieldRules) {
             "node.toml:12: port[0].mac: must be a unicast address, got 03:00:00:00:0a:01");
   EXPECT_EQ(error_of(append(kMinimal, "mac = \"00:00:00:00:00:00\"\n")),
             "node.toml:12: port[0].mac: must not be all zeros");
+  // A frame of the largest MTU still fits one 2 KB mbuf.
+  EXPECT_EQ(error_of(append(kMinimal, "mtu = 67\n")), "node.toml:12: port[0].mtu: must be between 68 and 2030, got 67");
+  EXPECT_EQ(error_of(append(kMinimal, "mtu = 9000\n")),
+            "node.toml:12: port[0].mtu: must be between 68 and 2030, got 9000");
+  EXPECT_EQ(parse_config(append(kMinimal, "mtu = 1400\n"), "node.toml").ports[0].mtu, 1400u);
+  EXPECT_EQ(parse_config(kMinimal, "node.toml").ports[0].mtu, 0u) << "the device's own";
 }
 
 // The host port: the node's own stack, one per node; no route or static

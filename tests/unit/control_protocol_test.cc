@@ -323,6 +323,7 @@ TEST(DesiredStateTest, ImmutableDifferenceNamesTheKey) {
   EXPECT_EQ(changed("lcores = [1]", "lcores = [2]"), "workers.lcores");
   EXPECT_EQ(changed("lcores = [1]", "lcores = [1]\nrealtime_priority = 10"), "workers.realtime_priority");
   EXPECT_EQ(changed("net_null0", "net_null1"), "port[0].device");
+  EXPECT_EQ(changed("device = \"net_null0\"", "device = \"net_null0\"\nmtu = 1400"), "port[0].mtu");
   EXPECT_EQ(immutable_difference(running, node("[nat]\nmasquerade_all = true\n")), "nat.masquerade_all");
   EXPECT_EQ(immutable_difference(running, node("[control]\nsocket = \"/tmp/x.sock\"\n")), "control.socket");
 }

@@ -233,6 +233,12 @@ void DataplaneTest::SetUp() {
     text.replace(text.find(pod2), pod2.size(),
                  "role = \"host\"\ndevice = \"net_ring_pod2\"\nmac = \"" + mac_str(kHostStackMac) + "\"");
   }
+  auto set_mtu = [&](const std::string& device, unsigned mtu) {
+    const std::string line = "device = \"" + device + "\"";
+    if (mtu != 0) text.replace(text.find(line), line.size(), line + "\nmtu = " + std::to_string(mtu));
+  };
+  set_mtu("net_ring_up0", uplink_mtu());
+  for (const char* pod : {"net_ring_pod0", "net_ring_pod1", "net_ring_pod2"}) set_mtu(pod, pod_mtu());
   config = std::make_unique<Config>(parse_config(text + extra_config(), "test.toml"));
   tables = std::make_unique<NodeTables>(*config, ring_port_infos(*config, g_dpdk), 1);
   channels = std::make_unique<WorkerChannels>(0, 1024);

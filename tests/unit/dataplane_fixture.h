@@ -125,6 +125,9 @@ class DataplaneTest : public ::testing::Test {
   // pod2's ring becomes the host port (role "host"), the node's own stack
   // with MAC kHostStackMac behind it.
   virtual bool pod2_is_host() const { return false; }
+  // [[port]] mtu of up0 and of every pod port (0: the ring's 1500).
+  virtual unsigned uplink_mtu() const { return 0; }
+  virtual unsigned pod_mtu() const { return 0; }
 
   void SetUp() override;
   void TearDown() override;
