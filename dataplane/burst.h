@@ -17,6 +17,7 @@ enum class StageId : uint8_t {
   Nat,       // conntrack lookup and translation, Service DNAT (PREROUTING)
   Router,    // LPM, TTL, egress decision
   Masquerade,  // SNAT of new egress flows to the node IP (POSTROUTING)
+  Fragment,  // routed packets over the egress MTU without DF, cut to fit
   Neighbor,  // next hop MAC from the neighbour table, pod port from the FDB
   Icmp,      // local delivery (echo) and ICMP errors
   Output,    // per-port TX buffers, flooding

@@ -23,6 +23,7 @@ const char* stage_name(StageId s) {
     case StageId::Nat: return "nat";
     case StageId::Router: return "router";
     case StageId::Masquerade: return "masquerade";
+    case StageId::Fragment: return "fragment";
     case StageId::Neighbor: return "neighbor";
     case StageId::Icmp: return "icmp";
     case StageId::Output: return "output";
@@ -34,7 +35,7 @@ const char* stage_name(StageId s) {
 }
 
 Pipeline::Pipeline(WorkerContext& ctx)
-    : ctx_(ctx), classify_(ctx), bridge_(ctx), arp_(ctx), nat_(ctx), router_(ctx), masquerade_(ctx), neighbor_(ctx), icmp_(ctx), output_(ctx), punt_(ctx), drop_(ctx) {}
+    : ctx_(ctx), classify_(ctx), bridge_(ctx), arp_(ctx), nat_(ctx), router_(ctx), masquerade_(ctx), fragment_(ctx), neighbor_(ctx), icmp_(ctx), output_(ctx), punt_(ctx), drop_(ctx) {}
 
 void Pipeline::dispatch(StageId stage, Burst& burst) {
   ctx_.counters.stage_packets[static_cast<unsigned>(stage)].add(burst.n);
@@ -45,6 +46,7 @@ void Pipeline::dispatch(StageId stage, Burst& burst) {
     case StageId::Nat: nat_.process(burst); break;
     case StageId::Router: router_.process(burst); break;
     case StageId::Masquerade: masquerade_.process(burst); break;
+    case StageId::Fragment: fragment_.process(burst); break;
     case StageId::Neighbor: neighbor_.process(burst); break;
     case StageId::Icmp: icmp_.process(burst); break;
     case StageId::Output: output_.process(burst); break;

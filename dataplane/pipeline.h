@@ -12,8 +12,8 @@ namespace kdp {
 // order visits each packet's whole path: Nat is PREROUTING (conntrack and
 // Service DNAT), Masquerade POSTROUTING (egress SNAT), as in netfilter.
 inline constexpr std::array kPipelineOrder = {
-    StageId::Classify, StageId::Bridge,   StageId::Arp,  StageId::Nat,    StageId::Router, StageId::Masquerade,
-    StageId::Neighbor, StageId::Icmp,     StageId::Output, StageId::Punt, StageId::Drop,
+    StageId::Classify, StageId::Bridge,   StageId::Arp,    StageId::Nat,  StageId::Router, StageId::Masquerade,
+    StageId::Fragment, StageId::Neighbor, StageId::Icmp,   StageId::Output, StageId::Punt, StageId::Drop,
 };
 static_assert(kPipelineOrder.size() == kStageCount);
 
@@ -36,6 +36,7 @@ class Pipeline {
   ServiceNat nat_;
   Router router_;
   Masquerade masquerade_;
+  Fragment fragment_;
   Neighbor neighbor_;
   Icmp icmp_;
   Output output_;

@@ -76,10 +76,11 @@ void Router::process(Burst& burst) {
     }
     const bool to_pod = hop->kind == NextHopKind::PodNet;
     // Too large for the egress link with DF set: RFC 1191's error, about the
-    // packet as it arrived (Neighbor fragments those without DF).
+    // packet as it arrived (Fragment cuts those without DF).
     const unsigned ip_len = rte_be_to_cpu_16(ip->total_length);
     const uint16_t mtu = to_pod ? ctx_.ports->bridge_mtu : ctx_.ports->ports[hop->port].mtu;
-    if (ip_len > mtu && (ip->fragment_offset & rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG))) {
+    const bool oversize = ip_len > mtu;
+    if (oversize && (ip->fragment_offset & rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG))) {
       md.drop_reason = static_cast<uint8_t>(DropReason::FragmentationNeeded);
       md.icmp_type = 3;  // destination unreachable: fragmentation needed and DF set
       md.icmp_code = 4;
@@ -108,23 +109,21 @@ void Router::process(Burst& burst) {
                             !(node.service_cidr && node.service_cidr->contains(dst_ips[i])) &&
                             !std::any_of(nat.non_masquerade_cidrs.begin(), nat.non_masquerade_cidrs.end(),
                                          [&](const Ipv4Prefix& p) { return p.contains(dst_ips[i]); });
-    burst.send(i, masquerade ? StageId::Masquerade : StageId::Neighbor);
+    burst.send(i, masquerade ? StageId::Masquerade : oversize ? StageId::Fragment : StageId::Neighbor);
   }
 }
 
 // Neighbor: writes the next hop's MAC (the neighbour table) and, for pods,
 // picks the bridge port from the FDB; unresolved next hops go to the
 // control thread.
-void Neighbor::fragment_oversize(Burst& burst) {
+void Fragment::process(Burst& burst) {
   const PortSet& ports = *ctx_.ports;
   const unsigned n = burst.n;  // fragments appended below are not revisited
   for (unsigned i = 0; i < n; ++i) {
     rte_mbuf* m = burst.pkts[i];
-    const PacketMeta& md = meta(m);
-    const uint16_t mtu = (md.flags & kFlagToBridgeNet) ? ports.bridge_mtu : ports.ports[md.out_port].mtu;
-    if (likely(m->pkt_len <= sizeof(rte_ether_hdr) + mtu)) continue;
     rte_mbuf* fragments[kBurstCapacity];
-    const unsigned count = fragment_ipv4(m, mtu, ctx_.pool, fragments, kBurstCapacity - burst.n + 1);
+    const unsigned count =
+        fragment_ipv4(m, egress_mtu(ports, meta(m)), ctx_.pool, fragments, kBurstCapacity - burst.n + 1);
     if (count == 0) {
       // More fragments than this burst has room for, or no mbufs for them.
       burst.drop(i, DropReason::FragmentationFailed);
@@ -132,16 +131,13 @@ void Neighbor::fragment_oversize(Burst& burst) {
     }
     ctx_.counters.fragments_made.add(count);
     burst.pkts[i] = fragments[0];
+    burst.send(i, StageId::Neighbor);
     for (unsigned k = 1; k < count; ++k) burst.push(fragments[k], StageId::Neighbor);  // room checked above
   }
 }
 
 void Neighbor::process(Burst& burst) {
   NodeTables& tables = ctx_.tables;
-  // Routed packets over the egress MTU without DF (Router answered those
-  // with DF): fragmented here, after SNAT, as Linux fragments after
-  // POSTROUTING.
-  fragment_oversize(burst);
   const unsigned n_fwd = burst.n;
   NeighborKey nbr_keys[kBurstCapacity];
   for (unsigned i = 0; i < n_fwd; ++i) nbr_keys[i] = NeighborKey{meta(burst.pkts[i]).next_hop};

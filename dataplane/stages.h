@@ -71,13 +71,29 @@ class Masquerade final : StageBase {
   void process(Burst& burst);
 };
 
+// The MTU a routed packet leaves by: its uplink's, or into the bridge the
+// smallest pod port's (set by Router).
+inline uint16_t egress_mtu(const PortSet& ports, const PacketMeta& md) {
+  return (md.flags & kFlagToBridgeNet) ? ports.bridge_mtu : ports.ports[md.out_port].mtu;
+}
+// Where a routed packet goes once its addresses are final: Fragment when it
+// is over its egress MTU (DF clear: Router answered the others), else Neighbor.
+inline StageId after_postrouting(const PortSet& ports, rte_mbuf* m) {
+  return m->pkt_len > sizeof(rte_ether_hdr) + egress_mtu(ports, meta(m)) ? StageId::Fragment : StageId::Neighbor;
+}
+
+// Cuts routed packets over the egress MTU without DF into fragments that
+// fit, after NAT, as Linux fragments after POSTROUTING.
+class Fragment final : StageBase {
+ public:
+  using StageBase::StageBase;
+  void process(Burst& burst);
+};
+
 class Neighbor final : StageBase {
  public:
   using StageBase::StageBase;
   void process(Burst& burst);
-
- private:
-  void fragment_oversize(Burst& burst);
 };
 
 class Icmp final : StageBase {

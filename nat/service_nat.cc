@@ -438,14 +438,14 @@ void Masquerade::process(Burst& burst) {
         continue;
       }
       translate(m, *again.entry, FlowDir::Original);
-      burst.send(i, StageId::Neighbor);
+      burst.send(i, after_postrouting(*ctx_.ports, m));
       continue;
     }
     // Only a packet that opens a connection starts masquerading: a TCP
     // segment of a connection kdp never saw open (an answer of a pod to a
     // client it did not track) is forwarded as it is.
     if (key.proto == IPPROTO_TCP && !tcp_opens_flow(seg.flags)) {
-      burst.send(i, StageId::Neighbor);
+      burst.send(i, after_postrouting(*ctx_.ports, m));
       continue;
     }
     FlowKey reply = key.reversed();
@@ -457,7 +457,7 @@ void Masquerade::process(Burst& burst) {
       continue;
     }
     translate(m, *flow, FlowDir::Original);
-    burst.send(i, StageId::Neighbor);
+    burst.send(i, after_postrouting(*ctx_.ports, m));
   }
 }
 

@@ -29,6 +29,7 @@ class MtuTest : public DataplaneTest {
  protected:
   unsigned uplink_mtu() const override { return 1400; }
   unsigned pod_mtu() const override { return 1000; }
+  std::string extra_config() const override { return "[[route]]\nprefix = \"0.0.0.0/0\"\nvia = \"192.168.50.11\"\n"; }
 };
 
 TEST_F(MtuTest, DontFragmentOverTheUplinkMtuGetsFragmentationNeeded) {
@@ -85,8 +86,24 @@ TEST_F(MtuTest, WithoutDontFragmentFragmentsThatFitInOrder) {
   }
   EXPECT_EQ(reassembled, Bytes(original.begin() + 20, original.end()));
   EXPECT_EQ(ctx->counters.fragments_made.get(), 2u);
+  EXPECT_EQ(stage(StageId::Fragment), 1u);
   EXPECT_EQ(total_drops(), 0u);
   expect_nothing_sent();
+}
+
+// Leaving the cluster: SNAT first (POSTROUTING), then the cut, so every
+// fragment carries the node's address and the first the new source port.
+TEST_F(MtuTest, MasqueradedThenFragmented) {
+  const Ipv4Spec spec{.src = kIpA, .dst = ip("8.8.8.8"), .proto = IPPROTO_UDP, .ttl = 64, .id = 0x1111};
+  send_and_poll(kPod0, ipv4_frame(kGatewayMac, kMacA, spec, udp(40000, 53, Bytes(1600, 9))));
+  std::vector<Bytes> out = sent(kUp);
+  ASSERT_EQ(out.size(), 2u);
+  for (const Bytes& f : out) EXPECT_EQ(ip_str_raw(ip_of(f).src_addr), ip_str(kNodeIp));
+  const uint16_t snat_port = rte_be_to_cpu_16(*reinterpret_cast<const uint16_t*>(l4_of(out[0])));
+  EXPECT_GE(snat_port, 32768);
+  EXPECT_EQ(stage(StageId::Masquerade), 1u);
+  EXPECT_EQ(stage(StageId::Fragment), 1u);
+  EXPECT_EQ(total_drops(), 0u);
 }
 
 TEST_F(MtuTest, IntoTheBridgeTheSmallestPodMtuCounts) {
