@@ -13,6 +13,7 @@
 #include <cstring>
 #include <fstream>
 #include <stdexcept>
+#include <string_view>
 
 namespace kdp {
 
@@ -25,47 +26,54 @@ void set_ipv4(ifreq& req, Ipv4 address) {
   std::memcpy(&req.ifr_addr, &sin, sizeof(sin));
 }
 
+// ioctl requests on one kernel interface, named by its index; each failure
+// throws, naming the interface and the step.
+class InterfaceRequests {
+ public:
+  explicit InterfaceRequests(unsigned if_index) {
+    if (if_indextoname(if_index, name_) == nullptr)
+      throw std::runtime_error(fmt::format("no kernel interface has index {}: {}", if_index, std::strerror(errno)));
+    fd_ = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd_ < 0) throw std::runtime_error(fmt::format("interface {}: socket: {}", name_, std::strerror(errno)));
+  }
+  ~InterfaceRequests() { close(fd_); }
+  InterfaceRequests(const InterfaceRequests&) = delete;
+  InterfaceRequests& operator=(const InterfaceRequests&) = delete;
+
+  const char* name() const { return name_; }
+  void run(unsigned long request, ifreq& req, std::string_view what) const {
+    std::memcpy(req.ifr_name, name_, IF_NAMESIZE);
+    if (ioctl(fd_, request, &req) != 0)
+      throw std::runtime_error(fmt::format("interface {}: cannot {}: {}", name_, what, std::strerror(errno)));
+  }
+
+ private:
+  char name_[IF_NAMESIZE] = {};
+  int fd_ = -1;
+};
+
 }  // namespace
 
 void configure_host_interface(unsigned if_index, Ipv4 ip, uint8_t prefix_len) {
-  char name[IF_NAMESIZE] = {};
-  if (if_indextoname(if_index, name) == nullptr)
-    throw std::runtime_error(fmt::format("no kernel interface has index {}: {}", if_index, std::strerror(errno)));
-  const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) throw std::runtime_error(fmt::format("interface {}: socket: {}", name, std::strerror(errno)));
-  auto step = [&](unsigned long request, ifreq& req, const char* what) {
-    std::memcpy(req.ifr_name, name, IF_NAMESIZE);
-    if (ioctl(fd, request, &req) != 0) {
-      const int err = errno;
-      close(fd);
-      throw std::runtime_error(fmt::format("interface {}: cannot {}: {}", name, what, std::strerror(err)));
-    }
-  };
+  const InterfaceRequests interface(if_index);
   ifreq req{};
   set_ipv4(req, ip);
-  step(SIOCSIFADDR, req, fmt::format("set address {}", ipv4_to_string(ip)).c_str());
+  interface.run(SIOCSIFADDR, req, fmt::format("set address {}", ipv4_to_string(ip)));
   req = {};
   set_ipv4(req, prefix_len == 0 ? 0 : ~Ipv4{0} << (32 - prefix_len));
-  step(SIOCSIFNETMASK, req, "set its netmask");
+  interface.run(SIOCSIFNETMASK, req, "set its netmask");
   req = {};
-  step(SIOCGIFFLAGS, req, "read its flags");
+  interface.run(SIOCGIFFLAGS, req, "read its flags");
   req.ifr_flags |= IFF_UP;
-  step(SIOCSIFFLAGS, req, "bring it up");
-  close(fd);
+  interface.run(SIOCSIFFLAGS, req, "bring it up");
   // Without IPv6 the kernel sends no router or neighbour solicitations that
   // kdp would only count as dropped.
-  std::ofstream(fmt::format("/proc/sys/net/ipv6/conf/{}/disable_ipv6", name)) << "1\n";
+  std::ofstream(fmt::format("/proc/sys/net/ipv6/conf/{}/disable_ipv6", interface.name())) << "1\n";
 }
 
 unsigned kernel_interface_mtu(unsigned if_index) {
   ifreq req{};
-  if (if_indextoname(if_index, req.ifr_name) == nullptr)
-    throw std::runtime_error(fmt::format("no kernel interface has index {}: {}", if_index, std::strerror(errno)));
-  const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  const int rc = fd < 0 ? -1 : ioctl(fd, SIOCGIFMTU, &req);
-  const int err = errno;
-  if (fd >= 0) close(fd);
-  if (rc != 0) throw std::runtime_error(fmt::format("interface {}: cannot read its MTU: {}", req.ifr_name, std::strerror(err)));
+  InterfaceRequests(if_index).run(SIOCGIFMTU, req, "read its MTU");
   return static_cast<unsigned>(req.ifr_mtu);
 }
 

@@ -61,6 +61,14 @@ PortInfo setup_port(const PortConfig& pc, const Config& config, rte_mempool* poo
     return std::runtime_error(fmt::format("port {} ({}): {}: {}", pc.name, device_name(pc.device), what,
                                           rte_strerror(rc < 0 ? -rc : rc)));
   };
+  // A step on the kernel side of the device, its error named by the port.
+  auto kernel_step = [&](auto&& step) {
+    try {
+      return step();
+    } catch (const std::exception& e) {
+      throw std::runtime_error(fmt::format("port {} ({}): {}", pc.name, device_name(pc.device), e.what()));
+    }
+  };
   PortInfo info;
   info.name = pc.name;
   info.role = pc.role;
@@ -112,9 +120,10 @@ PortInfo setup_port(const PortConfig& pc, const Config& config, rte_mempool* poo
     // there and answers with the gateway's MAC and address.
     info.mac = to_ether(config.node.gateway_mac);
     info.local_ip = config.node.gateway_ip;
-    if (auto kernel_ports = kernel_ephemeral_ports())
-      if (auto conflict = host_port_conflict(config, *kernel_ports))
-        throw std::runtime_error(fmt::format("port {} ({}): {}", pc.name, device_name(pc.device), *conflict));
+    kernel_step([&] {
+      if (auto kernel_ports = kernel_ephemeral_ports())
+        if (auto conflict = host_port_conflict(config, *kernel_ports)) throw std::runtime_error(*conflict);
+    });
     // net_tap gives the kernel interface the device's MAC.
     if (pc.mac) {
       rte_ether_addr configured = to_ether(*pc.mac);
@@ -123,13 +132,8 @@ PortInfo setup_port(const PortConfig& pc, const Config& config, rte_mempool* poo
     rte_ether_addr host_mac;
     if (int rc = rte_eth_macaddr_get(id, &host_mac); rc != 0) throw fail("cannot read MAC address", rc);
     info.host_mac = host_mac;
-    if (dev.if_index != 0) {
-      try {
-        configure_host_interface(dev.if_index, config.node.node_ip, config.node.node_prefix_len);
-      } catch (const std::exception& e) {
-        throw std::runtime_error(fmt::format("port {} ({}): {}", pc.name, device_name(pc.device), e.what()));
-      }
-    }
+    if (dev.if_index != 0)
+      kernel_step([&] { configure_host_interface(dev.if_index, config.node.node_ip, config.node.node_prefix_len); });
   } else if (pc.role == PortRole::Pod) {
     // Bridge members: kdp answers as the bridge, with the gateway MAC.
     info.mac = to_ether(config.node.gateway_mac);
@@ -152,13 +156,7 @@ PortInfo setup_port(const PortConfig& pc, const Config& config, rte_mempool* poo
       throw fail(fmt::format("cannot set MTU {}", pc.mtu), rc);
   }
   unsigned mtu = pc.mtu;
-  if (mtu == 0 && dev.if_index != 0) {
-    try {
-      mtu = kernel_interface_mtu(dev.if_index);
-    } catch (const std::exception& e) {
-      throw std::runtime_error(fmt::format("port {} ({}): {}", pc.name, device_name(pc.device), e.what()));
-    }
-  }
+  if (mtu == 0 && dev.if_index != 0) mtu = kernel_step([&] { return kernel_interface_mtu(dev.if_index); });
   if (mtu == 0) {
     uint16_t device_mtu = RTE_ETHER_MTU;
     if (rte_eth_dev_get_mtu(id, &device_mtu) == 0) mtu = device_mtu;
