@@ -75,10 +75,13 @@ void Router::process(Burst& burst) {
       continue;
     }
     const bool to_pod = hop->kind == NextHopKind::PodNet;
+    md.out_port = to_pod ? kNoPort : hop->port;
+    if (to_pod) md.flags |= kFlagToBridgeNet;
+    else md.flags &= ~kFlagToBridgeNet;
     // Too large for the egress link with DF set: RFC 1191's error, about the
     // packet as it arrived (Fragment cuts those without DF).
     const unsigned ip_len = rte_be_to_cpu_16(ip->total_length);
-    const uint16_t mtu = to_pod ? ctx_.ports->bridge_mtu : ctx_.ports->ports[hop->port].mtu;
+    const uint16_t mtu = egress_mtu(*ctx_.ports, md);
     const bool oversize = ip_len > mtu;
     if (oversize && (ip->fragment_offset & rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG))) {
       md.drop_reason = static_cast<uint8_t>(DropReason::FragmentationNeeded);
@@ -94,10 +97,7 @@ void Router::process(Burst& burst) {
     if (!from_host) ipv4_decrement_ttl(ip);
 
     const Ipv4 next_hop_ip = hop->kind == NextHopKind::Gateway ? hop->gateway : dst_ips[i];
-    md.out_port = to_pod ? kNoPort : hop->port;
     md.next_hop = to_be32(next_hop_ip);
-    if (to_pod) md.flags |= kFlagToBridgeNet;
-    else md.flags &= ~kFlagToBridgeNet;
     auto* eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
     eth->src_addr = to_pod ? tables.gateway_mac : ctx_.ports->ports[hop->port].mac;
     // New pod traffic leaving the cluster is masqueraded (POSTROUTING).
@@ -113,9 +113,8 @@ void Router::process(Burst& burst) {
   }
 }
 
-// Neighbor: writes the next hop's MAC (the neighbour table) and, for pods,
-// picks the bridge port from the FDB; unresolved next hops go to the
-// control thread.
+// Fragment: routed packets over their egress MTU without DF, cut after NAT
+// into one-segment fragments that go on to Neighbor.
 void Fragment::process(Burst& burst) {
   const PortSet& ports = *ctx_.ports;
   const unsigned n = burst.n;  // fragments appended below are not revisited
@@ -136,6 +135,9 @@ void Fragment::process(Burst& burst) {
   }
 }
 
+// Neighbor: writes the next hop's MAC (the neighbour table) and, for pods,
+// picks the bridge port from the FDB; unresolved next hops go to the
+// control thread.
 void Neighbor::process(Burst& burst) {
   NodeTables& tables = ctx_.tables;
   const unsigned n_fwd = burst.n;
